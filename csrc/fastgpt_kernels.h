@@ -1,0 +1,46 @@
+/* fastgpt's C inner loops: one row or one head at a time, no threads, no allocation.
+ *
+ * Threading (OpenMP prange) and all shape checks live in the Cython wrappers that call
+ * these; by the time a pointer reaches here its extent has been checked in Python.
+ *
+ * SIMD paths are compiled with per-function target attributes and picked at run time by
+ * fg_simd_level(), so one build runs on any x86-64 CPU (and builds elsewhere, scalar only).
+ * Dimension suffixes: n rows, i input width, o output rows, d head width, l keys.
+ */
+#ifndef FASTGPT_KERNELS_H
+#define FASTGPT_KERNELS_H
+
+#include <stddef.h>
+
+enum { FG_SCALAR = 0, FG_AVX2 = 1, FG_AVX512 = 2 };
+
+/* What this CPU supports (capped by FASTGPT_SIMD_MAX_LEVEL when set at build time). */
+int fg_simd_level(void);
+
+/* sum_k a[k] * b[k] */
+float fg_dot_f32(const float *a__i, const float *b__i, ptrdiff_t n_i, int level);
+float fg_dot_f32_ref(const float *a__i, const float *b__i, ptrdiff_t n_i);
+
+/* y[r, o] = b[o] + dot(w[o, :], x[r, :]) for o in [o_begin, o_end), r < n_rows.
+ * w is row-major [out, in]; x rows are `x_stride` apart, y rows `y_stride` apart. */
+void fg_linear_rows_f32(const float *w__oi, const float *b__o, const float *x__ni, ptrdiff_t x_stride,
+                        float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
+                        ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+
+/* Attention of one query over keys [first, last) of one head's cache, into out__d.
+ * k__ld / v__ld rows are d apart; scores__l is scratch of at least `last` floats. */
+void fg_attend_one_f32(const float *q__d, const float *k__ld, const float *v__ld, ptrdiff_t d,
+                       ptrdiff_t first, ptrdiff_t last, float scale, float *scores__l, float *out__d, int level);
+
+/* Layer norm of one row (biased variance, as torch.nn.LayerNorm). */
+void fg_layer_norm_row_f32(const float *x__i, const float *g__i, const float *b__i, ptrdiff_t n_i,
+                           float eps, float *out__i);
+
+/* Activations over a contiguous run, in place allowed (out == x). kind: see FG_ACT_*. */
+enum { FG_ACT_GELU_TANH = 0, FG_ACT_GELU_ERF = 1, FG_ACT_RELU = 2, FG_ACT_SILU = 3, FG_ACT_QUICK_GELU = 4 };
+void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind);
+
+/* Sum of a buffer, read with the widest loads available: the memory-bandwidth probe. */
+double fg_read_sum_f32(const float *x, ptrdiff_t n, int level);
+
+#endif

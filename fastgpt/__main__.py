@@ -1,0 +1,7 @@
+"""`python -m fastgpt`: the same as the `fastgpt` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""Reference GPT-2 ops in plain NumPy: the specification the compiled kernels are tested against.
+
+Every op writes into a caller-provided ``out`` array and returns it, so that the model can
+plan its memory once (activations live in a preallocated workspace). Readability wins over
+speed here; the compiled backend is where speed lives.
+
+Dimension legend: N rows (batch * time), C model width, F feed-forward width, B batch,
+T new positions, H heads, D head width, S cache capacity, L valid cache length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def layer_norm(x, g, b, eps, out):
+    # x, out: (N, C); g, b: (C,). Biased variance, as torch.nn.LayerNorm.
+    mean = x.mean(axis=-1, keepdims=True)                      # (N, 1)
+    np.subtract(x, mean, out=out)                              # (N, C)
+    var = np.mean(np.square(out), axis=-1, keepdims=True)      # (N, 1)
+    out *= 1.0 / np.sqrt(var + eps)
+    out *= g
+    out += b
+    return out
+
+
+def gelu_tanh(x, out):
+    # x, out: (N, F). The "gelu_new" form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    inner = x * x
+    inner *= 0.044715 * x
+    inner += x
+    inner *= _SQRT_2_OVER_PI
+    np.tanh(inner, out=inner)
+    inner += 1.0
+    inner *= 0.5
+    np.multiply(x, inner, out=out)
+    return out
+
+
+def _erf(x):
+    # NumPy has no erf and scipy is not a dependency. Abramowitz & Stegun 7.1.26 has an
+    # absolute error of 1.5e-7, below float32 resolution of GELU's output; computed in float64.
+    x = x.astype(np.float64)
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-a * a))
+
+
+def gelu_erf(x, out):
+    # x, out: (N, F). The exact GELU: 0.5 x (1 + erf(x / sqrt(2))).
+    out[...] = 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+    return out
+
+
+def relu(x, out):
+    return np.maximum(x, 0.0, out=out)
+
+
+def silu(x, out):
+    out[...] = x / (1.0 + np.exp(-x.astype(np.float64)))
+    return out
+
+
+def quick_gelu(x, out):
+    out[...] = x / (1.0 + np.exp(-1.702 * x.astype(np.float64)))
+    return out
+
+
+ACTIVATION_FUNCTIONS = {
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "gelu": gelu_erf,
+    "relu": relu,
+    "silu": silu,
+    "swish": silu,
+    "quick_gelu": quick_gelu,
+}
+
+
+def linear(x, w, b, out):
+    # x: (N, in); w: (out, in) row-major; b: (out,) or None; out: (N, out).
+    np.matmul(x, w.T, out=out)
+    if b is not None:
+        out += b
+    return out
+
+
+def softmax(x, out):
+    # x, out: (..., L), over the last axis; -inf entries get probability 0.
+    np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=-1, keepdims=True)
+    return out
+
+
+def attention_mask(start, pos, T, L):
+    """Which keys each new query may see: (B, 1, T, L) boolean.
+
+    Query t of row b sits at cache slot pos + t. It sees slots j <= pos + t (causal) and
+    j >= start[b] (left padding of that row). A padding query (slot < start[b]) sees the
+    padding up to itself, so its softmax is never empty; its output is never used.
+    """
+    slots = pos + np.arange(T)                                 # (T,)
+    keys = np.arange(L)                                        # (L,)
+    causal = keys[None, :] <= slots[:, None]                   # (T, L)
+    first = np.minimum(np.asarray(start)[:, None], slots[None, :])  # (B, T)
+    visible = keys[None, None, :] >= first[:, :, None]         # (B, T, L)
+    return (causal[None] & visible)[:, None]                   # (B, 1, T, L)
+
+
+def attention(q, k_cache, v_cache, start, pos, out):
+    # q: (B, T, H, D); k_cache, v_cache: (B, H, S, D) holding slots [0, pos + T);
+    # start: (B,) first real slot per row; out: (B, T, H, D).
+    B, T, H, D = q.shape
+    L = pos + T
+    k = k_cache[:, :, :L]                                      # (B, H, L, D)
+    v = v_cache[:, :, :L]                                      # (B, H, L, D)
+    scores = np.matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 1, 3, 2))  # (B, H, T, L)
+    scores *= np.float32(1.0 / math.sqrt(D))
+    scores = np.where(attention_mask(start, pos, T, L), scores, np.float32(-np.inf))
+    softmax(scores, out=scores)
+    out[...] = np.matmul(scores, v).transpose(0, 2, 1, 3)    # (B, T, H, D)
+    return out
+
+
+def add(x, y, out):
+    return np.add(x, y, out=out)

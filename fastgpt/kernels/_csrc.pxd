@@ -1,0 +1,15 @@
+# Declarations of the C inner loops in csrc/ (see csrc/fastgpt_kernels.h for their contracts).
+cdef extern from "fastgpt_kernels.h" nogil:
+    int FG_ACT_GELU_TANH, FG_ACT_GELU_ERF, FG_ACT_RELU, FG_ACT_SILU, FG_ACT_QUICK_GELU
+    int fg_simd_level()
+    float fg_dot_f32(const float *a, const float *b, Py_ssize_t n, int level)
+    void fg_linear_rows_f32(const float *w, const float *b, const float *x, Py_ssize_t x_stride,
+                            float *y, Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
+                            Py_ssize_t o_begin, Py_ssize_t o_end, int level)
+    void fg_attend_one_f32(const float *q, const float *k, const float *v, Py_ssize_t d,
+                           Py_ssize_t first, Py_ssize_t last, float scale, float *scores,
+                           float *out, int level)
+    void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, Py_ssize_t n,
+                               float eps, float *out)
+    void fg_activation_f32(const float *x, float *out, Py_ssize_t n, int kind)
+    double fg_read_sum_f32(const float *x, Py_ssize_t n, int level)

@@ -1,0 +1,117 @@
+"""The one name table from Hugging Face GPT-2 checkpoints to fastgpt's weight layout.
+
+Hugging Face names may carry a ``transformer.`` prefix (GPT2LMHeadModel) or not (GPT2Model).
+Its Conv1D weights are ``[in, out]``; fastgpt keeps linear weights ``[out, in]``, so those four
+matrices per block are transposed here, once: a copy at load that makes every decode matvec
+read contiguous rows. Everything else (embeddings, norms, biases) is used as stored, which
+for float32 safetensors means a read-only view of the memory map.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..config import GPT2Config
+from ..registry import resolve_model_path
+from ..weights import BlockWeights, GPT2Weights
+from .errors import WeightsError
+
+
+class CheckpointMismatchError(WeightsError):
+    """Tensors missing, unexpected or mis-shaped for the config; the message lists them all."""
+
+
+# Buffers that transformers saves in some versions; they hold no parameters.
+_IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+
+_BLOCK_TABLE = {
+    # HF name under h.{i}.      fastgpt field    transpose (Conv1D [in, out] -> [out, in])
+    "ln_1.weight": ("ln_1_g", False),
+    "ln_1.bias": ("ln_1_b", False),
+    "attn.c_attn.weight": ("attn_qkv_w", True),
+    "attn.c_attn.bias": ("attn_qkv_b", False),
+    "attn.c_proj.weight": ("attn_proj_w", True),
+    "attn.c_proj.bias": ("attn_proj_b", False),
+    "ln_2.weight": ("ln_2_g", False),
+    "ln_2.bias": ("ln_2_b", False),
+    "mlp.c_fc.weight": ("mlp_fc_w", True),
+    "mlp.c_fc.bias": ("mlp_fc_b", False),
+    "mlp.c_proj.weight": ("mlp_proj_w", True),
+    "mlp.c_proj.bias": ("mlp_proj_b", False),
+}
+_TOP_TABLE = {"wte.weight": "wte", "wpe.weight": "wpe", "ln_f.weight": "ln_f_g", "ln_f.bias": "ln_f_b"}
+
+
+def _hf_shapes(config: GPT2Config) -> dict[str, tuple]:
+    C, F, V, P = config.n_embd, config.d_ff, config.vocab_size, config.n_positions
+    block = {
+        "ln_1.weight": (C,), "ln_1.bias": (C,),
+        "attn.c_attn.weight": (C, 3 * C), "attn.c_attn.bias": (3 * C,),
+        "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
+        "ln_2.weight": (C,), "ln_2.bias": (C,),
+        "mlp.c_fc.weight": (C, F), "mlp.c_fc.bias": (F,),
+        "mlp.c_proj.weight": (F, C), "mlp.c_proj.bias": (C,),
+    }
+    shapes = {"wte.weight": (V, C), "wpe.weight": (P, C), "ln_f.weight": (C,), "ln_f.bias": (C,)}
+    for i in range(config.n_layer):
+        shapes.update({f"h.{i}.{k}": v for k, v in block.items()})
+    return shapes
+
+
+def _as_float32(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.float32:
+        return arr
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def weights_from_hf_state_dict(tensors: dict, config: GPT2Config, source: str = "checkpoint") -> GPT2Weights:
+    """Map Hugging Face GPT-2 tensor names to ``GPT2Weights``; one error lists every problem."""
+    stripped = {}
+    for name, arr in tensors.items():
+        key = name[len("transformer."):] if name.startswith("transformer.") else name
+        stripped[key] = arr
+    lm_head = stripped.pop("lm_head.weight", None)
+    expected = _hf_shapes(config)
+    problems = []
+    for name, shape in expected.items():
+        arr = stripped.get(name)
+        if arr is None:
+            problems.append(f"missing tensor {name} (expected shape {shape})")
+        elif tuple(arr.shape) != shape:
+            problems.append(f"tensor {name} has shape {tuple(arr.shape)}, expected {shape}")
+    unexpected = sorted(n for n in stripped if n not in expected and not _IGNORED.match(n))
+    problems += [f"unexpected tensor {n}" for n in unexpected]
+    V, C = config.vocab_size, config.n_embd
+    if lm_head is not None and tuple(lm_head.shape) != (V, C):
+        problems.append(f"tensor lm_head.weight has shape {tuple(lm_head.shape)}, expected {(V, C)}")
+    if problems:
+        raise CheckpointMismatchError(f"{source} does not match its config.json:\n  " + "\n  ".join(problems))
+
+    def get(name, transpose):
+        arr = stripped[name]
+        if transpose:
+            return np.ascontiguousarray(np.asarray(arr).T, dtype=np.float32)
+        return _as_float32(np.asarray(arr))
+
+    top = {field: get(name, False) for name, field in _TOP_TABLE.items()}
+    blocks = [
+        BlockWeights(**{field: get(f"h.{i}.{name}", t) for name, (field, t) in _BLOCK_TABLE.items()})
+        for i in range(config.n_layer)
+    ]
+    wte = top["wte"]
+    head = wte
+    # An untied head that merely duplicates wte (some exports save both) is shared, not loaded twice.
+    if lm_head is not None and not np.array_equal(np.asarray(lm_head), wte):
+        head = _as_float32(np.asarray(lm_head))
+    return GPT2Weights(wte=wte, wpe=top["wpe"], blocks=blocks, ln_f_g=top["ln_f_g"], ln_f_b=top["ln_f_b"], lm_head=head)
+
+
+def load_pretrained(path) -> tuple[GPT2Config, GPT2Weights]:
+    from .files import load_checkpoint_tensors
+
+    folder = resolve_model_path(path)
+    config = GPT2Config.from_pretrained(folder)
+    tensors = load_checkpoint_tensors(folder)
+    return config, weights_from_hf_state_dict(tensors, config, source=str(folder))
