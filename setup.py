@@ -24,7 +24,7 @@ CSRC = "csrc"
 
 # extension name -> the C files it links (each extension compiles only what it uses)
 MODULES = {
-    "_elementwise": ["elementwise.c"],
+    "_elementwise": ["elementwise.c", "simd_dot.c"],
     "_linear": ["simd_dot.c"],
     "_attention": ["attention.c", "simd_dot.c"],
     "_system": ["simd_dot.c"],

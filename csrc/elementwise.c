@@ -1,9 +1,13 @@
-/* Row-wise layer norm and the activation functions: cheap next to the weight stream, so
- * they are plain C that the compiler vectorizes where it can (no fast-math: GELU's
- * x / (1 + exp(-2u)) form relies on exp overflowing to inf for very negative inputs). */
+/* Row-wise layer norm and the activation functions. Layer norm is plain C (25 rows of 768
+ * per token: negligible); the tanh-GELU runs 3072 wide per layer per token and is vectorised
+ * with fg_exp512/fg_exp256 (vmath.h). No fast-math: the x / (1 + exp(-2u)) form relies on
+ * IEEE division by a huge number giving -0 for very negative inputs. */
 #include <math.h>
 
 #include "fastgpt_kernels.h"
+#include "vmath.h"
+
+#define FG_SQRT_2_OVER_PI 0.7978845608028654f
 
 void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, ptrdiff_t n, float eps, float *out) {
     /* Two passes in double: mean, then the variance of the centred values, as torch does,
@@ -20,16 +24,45 @@ void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, ptrdi
     for (ptrdiff_t k = 0; k < n; k++) out[k] = (x[k] - mean) * rstd * g[k] + b[k];
 }
 
-void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind) {
-    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
+static inline float gelu_tanh_one(float v) {
+    /* 0.5 v (1 + tanh(u)) == v * sigmoid(2u): one exp instead of a tanh. */
+    float u = FG_SQRT_2_OVER_PI * (v + 0.044715f * v * v * v);
+    return v / (1.0f + expf(-2.0f * u));
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f"))) static ptrdiff_t gelu_tanh_avx512(const float *x, float *out, ptrdiff_t n) {
+    const __m512 c = _mm512_set1_ps(-2.0f * FG_SQRT_2_OVER_PI), a = _mm512_set1_ps(0.044715f), one = _mm512_set1_ps(1.f);
+    ptrdiff_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k);
+        __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), _mm512_mul_ps(v, v), v));
+        _mm512_storeu_ps(out + k, _mm512_div_ps(v, _mm512_add_ps(one, fg_exp512(u))));
+    }
+    return k;
+}
+
+__attribute__((target("avx2,fma"))) static ptrdiff_t gelu_tanh_avx2(const float *x, float *out, ptrdiff_t n) {
+    const __m256 c = _mm256_set1_ps(-2.0f * FG_SQRT_2_OVER_PI), a = _mm256_set1_ps(0.044715f), one = _mm256_set1_ps(1.f);
+    ptrdiff_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 v = _mm256_loadu_ps(x + k);
+        __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(a, v), _mm256_mul_ps(v, v), v));
+        _mm256_storeu_ps(out + k, _mm256_div_ps(v, _mm256_add_ps(one, fg_exp256(u))));
+    }
+    return k;
+}
+#endif
+
+void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind, int level) {
+    ptrdiff_t done = 0;
     switch (kind) {
     case FG_ACT_GELU_TANH:
-        /* 0.5 x (1 + tanh(u)) == x * sigmoid(2u): one exp instead of a tanh. */
-        for (ptrdiff_t k = 0; k < n; k++) {
-            float v = x[k];
-            float u = c * (v + 0.044715f * v * v * v);
-            out[k] = v / (1.0f + expf(-2.0f * u));
-        }
+#if defined(__x86_64__) || defined(__i386__)
+        if (level >= FG_AVX512) done = gelu_tanh_avx512(x, out, n);
+        else if (level >= FG_AVX2) done = gelu_tanh_avx2(x, out, n);
+#endif
+        for (ptrdiff_t k = done; k < n; k++) out[k] = gelu_tanh_one(x[k]);
         break;
     case FG_ACT_GELU_ERF:
         for (ptrdiff_t k = 0; k < n; k++) out[k] = 0.5f * x[k] * (1.0f + erff(x[k] * 0.7071067811865476f));
@@ -46,4 +79,5 @@ void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind) {
     default:
         break;
     }
+    (void)level;
 }

@@ -38,7 +38,7 @@ void fg_layer_norm_row_f32(const float *x__i, const float *g__i, const float *b_
 
 /* Activations over a contiguous run, in place allowed (out == x). kind: see FG_ACT_*. */
 enum { FG_ACT_GELU_TANH = 0, FG_ACT_GELU_ERF = 1, FG_ACT_RELU = 2, FG_ACT_SILU = 3, FG_ACT_QUICK_GELU = 4 };
-void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind);
+void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind, int level);
 
 /* Sum of a buffer, read with the widest loads available: the memory-bandwidth probe. */
 double fg_read_sum_f32(const float *x, ptrdiff_t n, int level);

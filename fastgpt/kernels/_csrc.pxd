@@ -11,5 +11,5 @@ cdef extern from "fastgpt_kernels.h" nogil:
                            float *out, int level)
     void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, Py_ssize_t n,
                                float eps, float *out)
-    void fg_activation_f32(const float *x, float *out, Py_ssize_t n, int kind)
+    void fg_activation_f32(const float *x, float *out, Py_ssize_t n, int kind, int level)
     double fg_read_sum_f32(const float *x, Py_ssize_t n, int level)

@@ -2,13 +2,14 @@
 """Layer norm, activations and the residual add, parallel over rows (or chunks of a row)."""
 from cython.parallel cimport prange
 
-from ._csrc cimport fg_layer_norm_row_f32, fg_activation_f32
+from ._csrc cimport fg_activation_f32, fg_layer_norm_row_f32, fg_simd_level
 
 include "_check.pxi"
 
 ACTIVATION_KINDS = {"gelu_new": 0, "gelu_pytorch_tanh": 0, "gelu_fast": 0, "gelu": 1,
                     "relu": 2, "silu": 3, "swish": 3, "quick_gelu": 4}
 
+cdef int SIMD_LEVEL = fg_simd_level()
 # Below this many elements a parallel region costs more than it saves.
 cdef Py_ssize_t MIN_PARALLEL = 16384
 
@@ -47,7 +48,7 @@ def activation(str kind, const float[:, ::1] x, float[:, ::1] out, int n_threads
             start = i * chunk
             stop = min(start + chunk, total)
             if start < stop:
-                fg_activation_f32(&x[0, 0] + start, &out[0, 0] + start, stop - start, code)
+                fg_activation_f32(&x[0, 0] + start, &out[0, 0] + start, stop - start, code, SIMD_LEVEL)
     return out.base
 
 
