@@ -39,8 +39,11 @@ class GPT2Config:
     def __post_init__(self):
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"GPT2Config.{name} must be a positive integer, got {value!r}")
+            # n_layer may be 0: embeddings, final norm and head only (picoGPT's blocks=[] case)
+            lowest = 0 if name == "n_layer" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                kind = "non-negative" if lowest == 0 else "positive"
+                raise ConfigError(f"GPT2Config.{name} must be a {kind} integer, got {value!r}")
         if self.n_inner is not None and (
             isinstance(self.n_inner, bool) or not isinstance(self.n_inner, int) or self.n_inner <= 0
         ):

@@ -56,7 +56,8 @@ def test_generate_rejects_prompt_plus_new_tokens_beyond_context(model):
 
 @pytest.mark.parametrize("field,value,message", [
     ("n_embd", 10, "divisible by n_head"),
-    ("n_layer", 0, "positive integer"),
+    ("n_layer", -1, "non-negative integer"),
+    ("n_head", 0, "positive integer"),
     ("activation_function", "tanh", "not supported"),
     ("layer_norm_epsilon", -1.0, "positive number"),
     ("vocab_size", "big", "positive integer"),
