@@ -32,6 +32,13 @@ void fg_linear_rows_f32(const float *w__oi, const float *b__o, const float *x__n
 void fg_attend_one_f32(const float *q__d, const float *k__ld, const float *v__ld, ptrdiff_t d,
                        ptrdiff_t first, ptrdiff_t last, float scale, float *scores__l, float *out__d, int level);
 
+/* Four consecutive queries (q rows q_stride apart; query i sees keys [first, last0 + i)),
+ * scores: 4 rows s_stride apart. Returns 0 without touching anything when this CPU / head
+ * width has no such path (the caller then does one query at a time). */
+int fg_attend_four_f32(const float *q__4d, ptrdiff_t q_stride, const float *k__ld, const float *v__ld, ptrdiff_t d,
+                       ptrdiff_t first, ptrdiff_t last0, float scale, float *scores__4l, ptrdiff_t s_stride,
+                       float *out__4d, ptrdiff_t out_stride, int level);
+
 /* Layer norm of one row (biased variance, as torch.nn.LayerNorm). */
 void fg_layer_norm_row_f32(const float *x__i, const float *g__i, const float *b__i, ptrdiff_t n_i,
                            float eps, float *out__i);

@@ -38,10 +38,11 @@ class CythonBackend(NumpyBackend):
         return _linear.linear(x, w, b, out, self.threads.num_threads)
 
     def attention(self, q, k_cache, v_cache, start, pos, out):
-        n, length = self.threads.num_threads, pos + q.shape[1]
-        if self._scratch.shape[0] < n or self._scratch.shape[1] < length:
-            self._scratch = np.empty((n, k_cache.shape[2]), np.float32)
-        return _attention.attention(q, k_cache, v_cache, start, pos, out, self._scratch, n)
+        # Four score rows per thread: the prefill kernel scores four queries at once.
+        rows, length = 4 * self.threads.num_threads, pos + q.shape[1]
+        if self._scratch.shape[0] < rows or self._scratch.shape[1] < length:
+            self._scratch = np.empty((rows, k_cache.shape[2]), np.float32)
+        return _attention.attention(q, k_cache, v_cache, start, pos, out, self._scratch, self.threads.num_threads)
 
     def add(self, x, y, out):
         return _elementwise.add(x, y, out)

@@ -9,6 +9,10 @@ cdef extern from "fastgpt_kernels.h" nogil:
     void fg_attend_one_f32(const float *q, const float *k, const float *v, Py_ssize_t d,
                            Py_ssize_t first, Py_ssize_t last, float scale, float *scores,
                            float *out, int level)
+    int fg_attend_four_f32(const float *q, Py_ssize_t q_stride, const float *k, const float *v,
+                           Py_ssize_t d, Py_ssize_t first, Py_ssize_t last0, float scale,
+                           float *scores, Py_ssize_t s_stride, float *out, Py_ssize_t out_stride,
+                           int level)
     void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, Py_ssize_t n,
                                float eps, float *out)
     void fg_activation_f32(const float *x, float *out, Py_ssize_t n, int kind, int level)
