@@ -1,0 +1,87 @@
+"""How much of a decode step is Python overhead: time outside compiled kernels and BLAS.
+
+Runs decode steps of a random GPT-2 124M-shaped model under cProfile and splits the total
+into time inside fastgpt's compiled kernels, time inside NumPy's matmul (BLAS), and the rest
+(Python code, NumPy glue, argument checks). Cython functions are invisible to cProfile, so
+kernel time is the own time of the one-line methods of cython_backend.py that call them (their
+few Python bytecodes count as kernel time). cProfile adds its own cost per Python call, so the
+overhead it reports is an upper bound.
+
+    python bench/profile_decode.py [--threads N] [--steps N] [--backend cython|numpy]
+"""
+
+import argparse
+import cProfile
+import pstats
+import time
+
+import numpy as np
+
+from fastgpt import Model
+from fastgpt.config import PRESETS
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--backend", default="cython")
+    parser.add_argument("--layers", type=int, default=12)
+    args = parser.parse_args()
+
+    import dataclasses
+
+    config = dataclasses.replace(PRESETS["gpt2"], n_layer=args.layers)
+    model = Model.random(config, seed=0, backend=args.backend, num_threads=args.threads)
+    cache = model.new_cache(batch_size=1, max_len=16 + 3 * args.steps)
+    model.forward(np.arange(16), cache=cache, last_only=True)
+    token = np.zeros(1, np.int64)
+    for _ in range(args.steps // 4):  # warm-up
+        model.forward(token, cache=cache, last_only=True)
+
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        model.forward(token, cache=cache, last_only=True)
+    plain = (time.perf_counter() - start) / args.steps
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(args.steps):
+        model.forward(token, cache=cache, last_only=True)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())  # tottime of every function
+    kernels = blas = 0.0
+    for (filename, _, name), row in stats.stats.items():
+        if filename.endswith("cython_backend.py"):
+            kernels += row[2]
+        elif "matmul" in name:
+            blas += row[2]
+    per = 1e3 / args.steps
+
+    # Second measure, without a profiler: the same steps with every backend op replaced by a
+    # no-op that returns its output buffer. What remains is the time outside the kernels.
+    real_ops = {}
+    for op in ("layer_norm", "activation", "linear", "attention", "add"):
+        real_ops[op] = getattr(model.backend, op)
+        setattr(model.backend, op, lambda *a, **k: k["out"] if "out" in k else a[-1])
+    cache.reset()
+    model.forward(np.arange(16), cache=cache, last_only=True)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        model.forward(token, cache=cache, last_only=True)
+    hollow = (time.perf_counter() - start) / args.steps
+    for op, fn in real_ops.items():
+        setattr(model.backend, op, fn)
+
+    print(f"backend {model.backend.name}, threads {model.num_threads}, {args.steps} decode steps")
+    print(f"step time without profiler   {plain * 1e3:7.3f} ms")
+    print(f"step time under profiler     {total * per:7.3f} ms")
+    print(f"  compiled kernels           {kernels * per:7.3f} ms")
+    print(f"  BLAS (numpy matmul)        {blas * per:7.3f} ms")
+    print(f"  Python overhead            {(total - kernels - blas) * per:7.3f} ms (upper bound)")
+    print(f"step time with no-op kernels {hollow * 1e3:7.3f} ms (Python overhead, no profiler)")
+
+
+if __name__ == "__main__":
+    main()
