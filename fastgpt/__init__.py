@@ -7,12 +7,12 @@
 """
 
 from .config import GPT2Config
-from .generate import Generator
+from .generate import GenerationConfig, GenerationResult, Generator
 from .model import Model
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["GPT2Config", "Generator", "Model", "Tokenizer", "show_config", "__version__"]
+__all__ = ["GPT2Config", "GenerationConfig", "GenerationResult", "Generator", "Model", "Tokenizer", "show_config", "__version__"]
 
 
 def show_config() -> dict:

@@ -45,6 +45,36 @@ def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> 
     p.add_argument("--threads", type=_positive_int, default=None, help="threads for kernels and BLAS (default: all cores)")
 
 
+def add_generation_args(p: argparse.ArgumentParser) -> None:
+    """Decoding flags; None (left out) keeps GenerationConfig's neutral default."""
+    g = p.add_argument_group("decoding (greedy unless --do-sample; transformers' semantics)")
+    g.add_argument("--do-sample", action="store_true", default=None,
+                   help="sample instead of taking the argmax; --temperature, --top-k, --top-p and "
+                        "--min-p act only with it (without it they are ignored, with a warning)")
+    g.add_argument("--temperature", type=float, help="divide logits by T > 0 before the filters (default 1)")
+    g.add_argument("--top-k", type=_non_negative_int, help="keep the K most likely tokens (0: off)")
+    g.add_argument("--top-p", type=float, help="keep the smallest set of mass >= P, in (0, 1] (1: off)")
+    g.add_argument("--min-p", type=float, help="drop tokens below P times the top probability (0: off)")
+    g.add_argument("--repetition-penalty", type=float,
+                   help="divide positive / multiply negative logits of seen tokens (1: off)")
+    g.add_argument("--presence-penalty", type=float, help="subtract from generated tokens' logits (OpenAI; 0: off)")
+    g.add_argument("--frequency-penalty", type=float,
+                   help="subtract count x this from generated tokens' logits (OpenAI; 0: off)")
+    g.add_argument("--no-repeat-ngram-size", type=_non_negative_int, help="never repeat an n-gram of this size (0: off)")
+    g.add_argument("--logit-bias", type=_logit_bias_item, action="append", metavar="ID=VALUE",
+                   help="add VALUE to token ID's logit (-inf bans it); repeatable")
+    g.add_argument("--min-new-tokens", type=_non_negative_int, help="no end-of-text before this many tokens")
+    g.add_argument("--eos-token-id", type=_non_negative_int, action="append", metavar="ID",
+                   help="end a sequence at this token (default: the model's); repeatable")
+    g.add_argument("--ignore-eos", action="store_true", help="never end at an end-of-text token")
+    g.add_argument("--stop", action="append", metavar="STR",
+                   help="end before this text (not printed); \\n, \\t, \\r are unescaped; repeatable")
+    g.add_argument("--seed", type=_non_negative_int, help="seed for sampling: same seed, same text (default: random)")
+    g.add_argument("--num-return-sequences", type=_positive_int, help="samples per prompt (with --do-sample)")
+    g.add_argument("--truncate", choices=["left"],
+                   help="drop a too-long prompt's first tokens instead of failing (a note goes to stderr)")
+
+
 def _model_name(args) -> str:
     if args.model:
         return args.model
@@ -66,18 +96,108 @@ def load_model_and_tokenizer(args):
     return model, Tokenizer.from_pretrained(name)
 
 
+def _logit_bias_item(text):
+    """``ID=VALUE`` -> (int id, float bias); ``-inf`` bans the token."""
+    key, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        token, bias = int(key), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TOKEN_ID=BIAS such as 50256=-inf or 198=2.5, got {text!r}") from None
+    return token, bias
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape(text: str) -> str:
+    r"""Turn the two characters ``\n``, ``\t``, ``\r``, ``\\`` into what they name (shells pass them literally)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+# generate's decoding flags -> GenerationConfig fields; a flag left out keeps the neutral default.
+_GENERATION_FLAGS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p",
+                     "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
+                     "no_repeat_ngram_size", "seed", "num_return_sequences", "truncate")
+
+
+def _generation_config(args):
+    from .generate import GenerationConfig
+
+    options = {name: getattr(args, name) for name in _GENERATION_FLAGS if getattr(args, name) is not None}
+    if args.logit_bias:
+        options["logit_bias"] = dict(args.logit_bias)
+    if args.ignore_eos and args.eos_token_id:
+        raise UsageError("--ignore-eos and --eos-token-id contradict each other: give one")
+    if args.ignore_eos:
+        options["eos_token_id"] = []
+    elif args.eos_token_id:
+        options["eos_token_id"] = list(args.eos_token_id)
+    if args.stop:
+        options["stop"] = [_unescape(s) for s in args.stop]
+    return GenerationConfig(**options)
+
+
+def _note(args, message: str) -> None:
+    print(f"fastgpt {args.command}: {message}", file=sys.stderr)
+
+
+def _note_truncation(args, result, which: str, config) -> None:
+    if result.prompt_tokens_dropped:
+        _note(args, f"note: {which} did not fit with max_new_tokens={config.max_new_tokens}: dropped its first "
+                    f"{result.prompt_tokens_dropped} tokens (--truncate left)")
+
+
 def cmd_generate(args) -> int:
+    import warnings
+
     from .generate import Generator
 
+    config = _generation_config(args)          # bad flag values fail here, before the model loads
     model, tok = load_model_and_tokenizer(args)
     gen = Generator(model, tok)
     out = sys.stdout
-    if args.echo:
-        out.write(args.prompt)
-    for piece in gen.stream(args.prompt, max_new_tokens=args.max_new_tokens):
-        out.write(piece)
-        out.flush()
-    out.write("\n")
+    with warnings.catch_warnings():
+        # Library warnings (e.g. sampling flags without --do-sample) as one stderr line each.
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = lambda message, *rest: _note(args, f"warning: {message}")
+        if len(args.prompt) == 1 and config.num_return_sequences == 1:
+            # One prompt: stream pieces as they become final (whole characters, no stop text).
+            pieces = gen.stream(args.prompt[0], config=config)
+            if args.echo:
+                out.write(args.prompt[0])
+            while True:
+                try:
+                    piece = next(pieces)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                out.write(piece)
+                out.flush()
+            out.write("\n")
+            _note_truncation(args, result, "the prompt", config)
+            return 0
+        # Several prompts (or sequences): one batch, then one block per completion.
+        results = gen.generate(args.prompt, config=config, return_result=True)
+        n = config.num_return_sequences
+        for i, result in enumerate(results):
+            p = i // n
+            label = f"{p + 1}" if n == 1 else f"{p + 1}.{i % n + 1}"
+            if i:
+                out.write("\n")
+            out.write(f"--- [{label}] ---\n")
+            out.write((args.prompt[p] if args.echo else "") + result.text + "\n")
+            if i % n == 0:
+                _note_truncation(args, result, f"prompt {p + 1}", config)
     return 0
 
 
@@ -110,11 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgpt", description="Fast, exact GPT-2 inference on the CPU.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="continue a prompt, streaming tokens as they arrive")
+    gen = sub.add_parser("generate", help="continue a prompt, streaming tokens as they arrive",
+                         description="Continue PROMPT, streaming the text as it is generated. Several "
+                                     "prompts run as one batch and print one block each. Greedy unless "
+                                     "--do-sample; options follow transformers' generate.")
     add_model_args(gen)
-    gen.add_argument("prompt", help="the text to continue")
+    gen.add_argument("prompt", nargs="+", help="the text to continue (several: a batch)")
     gen.add_argument("--max-new-tokens", "-n", type=_non_negative_int, default=64)
     gen.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    add_generation_args(gen)
     gen.set_defaults(func=cmd_generate)
 
     info = sub.add_parser("info", help="print a model's config, size, backend and threads")

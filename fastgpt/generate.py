@@ -1,80 +1,672 @@
-"""Text generation: prefill the prompt once, then one cached forward per new token.
+"""Text generation: prefill once, then one cached forward of shape (batch, 1) per new token.
 
-Only the last position's logits are computed while generating, and the KV cache is
-allocated once per call for exactly prompt + max_new_tokens positions.
+Purpose: the decoding controls users know from transformers' ``generate`` and llama.cpp
+(greedy or sampling, penalties, n-gram ban, logit bias, min/max new tokens, EOS ids, stop
+strings, seeds), for one prompt or a batch, with streaming and log-probabilities.
+
+Non-goals: beam search, speculative decoding, growing or shrinking the batch while it runs.
+
+Design:
+
+* One ``KVCache`` per call, allocated once for ``longest prompt + max_new_tokens`` slots.
+  Prompts of different lengths are left-padded; ``KVCache.set_left_padding`` makes each
+  row's positions count from its first real token and makes attention skip the padding,
+  so a row of a batch computes what it computes alone (greedy: the same tokens).
+* Rows finish independently (EOS, stop string, length). A finished row keeps being fed a
+  pad token so the batch keeps its shape; its outputs are ignored. The loop ends when
+  every row has finished.
+* Each step: raw logits -> (optional) log-probabilities -> ``sampling.process_logits``
+  (the processor chain, in the order documented in ``sampling.py``) -> ``sample_token`` or
+  ``greedy_token``. Greedy without any processor is a bare argmax on the raw logits.
+* Options are validated up front by :class:`GenerationConfig` and
+  ``SamplingParams.validate(vocab_size)``: a bad value raises ``ValueError`` naming the
+  option before the model runs.
+
+Semantics worth knowing (each chosen to match transformers unless noted):
+
+* Greedy is the default. ``temperature``, ``top_k``, ``top_p`` and ``min_p`` only act when
+  ``do_sample=True``; set without it they are ignored with a ``UserWarning`` (as
+  transformers warns). The penalties, the n-gram ban, ``logit_bias`` and
+  ``min_new_tokens`` act in both modes.
+* ``eos_token_id=None`` means the model config's EOS id(s), keeping only ids inside the
+  vocabulary (small test models keep GPT-2's 50256 with a tiny vocabulary); ``[]`` means
+  no EOS at all (llama.cpp's ``--ignore-eos``).
+* Returned ids include the token that ended the row, as in transformers: the EOS token, or
+  the token that completed a stop string. Returned text never includes them: it stops
+  right before the EOS token or the stop string.
+* Stop strings are matched on the decoded text of the generated tokens only (not the
+  prompt, as in OpenAI's API), incrementally, so a stop string that spans several tokens
+  is caught. The earliest match among several stop strings wins.
+* Seeds: each call derives its randomness from ``np.random.SeedSequence(seed)``; row ``r``
+  of the batch (prompt-major: prompt ``i``'s ``j``-th sequence is row
+  ``i * num_return_sequences + j``) draws from ``default_rng(SeedSequence(seed).spawn(B)[r])``.
+  A row's draws therefore do not depend on the other rows or on when they finish, row 0
+  of a batch draws what a single prompt draws with the same seed, and the global
+  ``np.random`` state is never used. ``seed=None`` takes fresh entropy from the OS.
+* Log-probabilities are ``log_softmax`` of the step's raw logits, before any processor,
+  temperature or filter (what OpenAI reports).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+import dataclasses
+import difflib
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from .model import Model
+from .model import Model, TokenIdError
+from .sampling import SamplingParams, greedy_token, log_softmax, process_logits, sample_token
 
 if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
+    from .tokenizer import IncrementalDecoder, Tokenizer
+
+__all__ = ["GenerationConfig", "GenerationResult", "Generator"]
+
+_TRUNCATE = (None, "left")
+_PAD_ID = 0          # fed at padding slots and to finished rows; never attended to or read
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+@dataclass
+class GenerationConfig:
+    """Every generation option, with neutral defaults (greedy, nothing filtered).
+
+    Pass them as keyword arguments to :meth:`Generator.generate` (and ``generate_ids``,
+    ``stream``, ``iter_ids``), or build one and pass ``config=``; keyword arguments given
+    next to ``config`` override its fields. Checked on construction (``ValueError`` naming
+    the option); the ids are checked against the vocabulary when a call starts.
+
+    Length: ``max_new_tokens`` (>= 0), ``min_new_tokens`` (EOS is banned before that many
+    tokens; stop strings still apply). Decoding: ``do_sample`` (False = greedy argmax),
+    ``temperature`` (> 0), ``top_k`` (0 = off), ``top_p`` ((0, 1], 1 = off), ``min_p``
+    ([0, 1], 0 = off) -- these four only with ``do_sample``. Penalties: ``repetition_penalty``
+    (transformers/CTRL: seen tokens' positive logits divided, negative multiplied; 1 = off),
+    ``presence_penalty`` / ``frequency_penalty`` (OpenAI, generated tokens only; 0 = off),
+    ``no_repeat_ngram_size`` (0 = off), ``logit_bias`` ({token id: value added}, -inf bans).
+    Ending: ``eos_token_id`` (None = the model's, an id, a list, or [] for none), ``stop``
+    (a string or a list of strings). ``seed`` (None or an int >= 0),
+    ``num_return_sequences`` (rows per prompt, sampling only), ``truncate`` (None: a prompt
+    that does not fit ``n_positions - max_new_tokens`` is an error; "left": keep its last
+    tokens).
+    """
+
+    max_new_tokens: int = 32
+    min_new_tokens: int = 0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    logit_bias: dict[int, float] | None = None
+    eos_token_id: int | list[int] | None = None
+    stop: str | Sequence[str] | None = None
+    seed: int | None = None
+    num_return_sequences: int = 1
+    truncate: str | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "GenerationConfig":
+        """Raise ValueError naming the first bad option; return ``self``."""
+        for name in ("max_new_tokens", "min_new_tokens"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
+        self.sampling_params(self.eos_token_id)       # the processors' own checks
+        if self.stop is not None and not isinstance(self.stop, str):
+            self.stop = self.stop_strings()           # a one-shot iterable is read once
+        self.stop_strings()
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise ValueError(f"`seed` must be None or an integer >= 0, got {self.seed!r}.")
+        n = self.num_return_sequences
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"`num_return_sequences` must be an integer >= 1, got {n!r}.")
+        if n > 1 and not self.do_sample:
+            raise ValueError(
+                f"`num_return_sequences={n}` needs do_sample=True: greedy decoding would "
+                "return the same sequence every time (transformers refuses it too)."
+            )
+        if self.truncate not in _TRUNCATE:
+            raise ValueError(
+                f"`truncate` must be None (a too-long prompt is an error) or 'left' (keep the "
+                f"prompt's last tokens), got {self.truncate!r}."
+            )
+        return self
+
+    def stop_strings(self) -> tuple[str, ...]:
+        """``stop`` as a tuple of non-empty strings (``()`` when None)."""
+        stop = self.stop
+        if stop is None:
+            return ()
+        items = (stop,) if isinstance(stop, str) else stop
+        try:
+            items = tuple(items)
+        except TypeError:
+            items = None
+        if items is None or not all(isinstance(s, str) and s for s in items):
+            raise ValueError(
+                f"`stop` must be None, a non-empty string or a list of non-empty strings, "
+                f"got {stop!r}."
+            )
+        return items
+
+    def sampling_params(self, eos_token_id) -> SamplingParams:
+        """The processor chain's settings, with ``eos_token_id`` already resolved."""
+        return SamplingParams(
+            do_sample=self.do_sample, temperature=self.temperature, top_k=self.top_k,
+            top_p=self.top_p, min_p=self.min_p, repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size, logit_bias=self.logit_bias,
+            min_new_tokens=self.min_new_tokens, eos_token_id=eos_token_id,
+        )
+
+    def ignored_options(self) -> list[str]:
+        """The sampling-only options set to a non-neutral value while ``do_sample`` is False."""
+        if self.do_sample:
+            return []
+        neutral = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+        return [f"{k}={getattr(self, k)!r}" for k, v in neutral.items() if getattr(self, k) != v]
+
+
+_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GenerationConfig))
+
+
+@dataclass
+class GenerationResult:
+    """One generated sequence.
+
+    ``text``: the completion (no prompt, no EOS token, cut right before a stop string);
+    None when the Generator has no tokenizer. ``token_ids``: the new ids, including the
+    token that ended the row (EOS, or the one completing a stop string), as transformers
+    returns them. ``logprobs``: one float per entry of ``token_ids``, the log-probability of
+    that token under the model's raw distribution at that step (None unless requested).
+    ``top_logprobs``: per step, a dict ``{token_id: logprob}`` of the ``top_logprobs`` most
+    likely tokens under the same distribution, in decreasing order (ties: lower id first);
+    None unless requested. ``finish_reason``: "length", "stop" or "eos".
+    ``prompt_tokens_dropped``: tokens cut from the prompt's start by ``truncate="left"``.
+    """
+
+    text: str | None
+    token_ids: list[int]
+    logprobs: list[float] | None = None
+    top_logprobs: list[dict[int, float]] | None = None
+    finish_reason: str = "length"
+    prompt_tokens_dropped: int = 0
+
+
+# --------------------------------------------------------------------------------------
+# Stop strings and streaming hold-back, on plain str.
+# --------------------------------------------------------------------------------------
+
+
+def _find_stop(text: str, stops: tuple[str, ...], start: int) -> int:
+    """Index of the earliest stop string occurring in ``text[start:]`` (as a whole), or -1."""
+    best = -1
+    for s in stops:
+        i = text.find(s, start)
+        if i >= 0 and (best < 0 or i < best):
+            best = i
+    return best
+
+
+def _partial_stop_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of ``text`` that is a proper prefix of a stop string.
+
+    That tail may still become a stop string, so a stream must hold it back.
+    """
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+class _Row:
+    """The state of one sequence: its ids, decoded text, scores and finish reason."""
+
+    __slots__ = ("ctx", "length", "n_prompt", "dropped", "max_new", "eos", "stops",
+                 "max_stop", "decoder", "ids", "text", "released", "finish_reason",
+                 "logprobs", "top_logprobs", "rng")
+
+    def __init__(self, prompt: list[int], dropped: int, max_new: int, eos: frozenset[int],
+                 stops: tuple[str, ...], decoder: IncrementalDecoder | None,
+                 want_logprobs: bool, want_top: bool):
+        self.n_prompt = len(prompt)
+        self.ctx = np.empty(self.n_prompt + max_new, np.int64)   # (L_max,) prompt + new
+        self.ctx[: self.n_prompt] = prompt
+        self.length = self.n_prompt
+        self.dropped = dropped
+        self.max_new = max_new
+        self.eos = eos
+        self.stops = stops
+        self.max_stop = max((len(s) for s in stops), default=0)
+        self.decoder = decoder
+        self.ids: list[int] = []
+        self.text = ""
+        self.released = 0                      # characters of text handed to a stream
+        self.finish_reason: str | None = None
+        self.logprobs: list[float] | None = [] if want_logprobs else None
+        self.top_logprobs: list[dict[int, float]] | None = [] if want_top else None
+        self.rng: np.random.Generator | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def context(self) -> np.ndarray:
+        return self.ctx[: self.length]                      # (L,) view, no copy
+
+    def push(self, token: int) -> None:
+        """Append one generated token and decide whether the row is done."""
+        self.ctx[self.length] = token
+        self.length += 1
+        self.ids.append(token)
+        if token in self.eos:
+            self._finish("eos")
+            return
+        if self.decoder is not None:
+            piece = self.decoder.push(token)
+            if piece and self._add_text(piece):
+                self.finish_reason = "stop"
+                return
+        if len(self.ids) >= self.max_new:
+            self._finish("length")
+
+    def finish_empty(self) -> None:
+        self.finish_reason = "length"
+
+    def _add_text(self, piece: str) -> bool:
+        """Append decoded text; on a stop string cut the text before it and return True."""
+        # A new match must end inside `piece`, so it starts at most max_stop - 1 before it.
+        start = max(0, len(self.text) - self.max_stop + 1)
+        self.text += piece
+        if not self.stops:
+            return False
+        cut = _find_stop(self.text, self.stops, start)
+        if cut < 0:
+            return False
+        self.text = self.text[:cut]
+        return True
+
+    def _finish(self, reason: str) -> None:
+        if self.decoder is not None:
+            # Bytes of an unfinished character become U+FFFD, as Tokenizer.decode does.
+            tail = self.decoder.flush()
+            if tail and self._add_text(tail):
+                reason = "stop"
+        self.finish_reason = reason
+
+    def release(self) -> str:
+        """Text that is final: not an unfinished character, not a possible stop prefix."""
+        end = len(self.text)
+        if not self.finished and self.stops:
+            end -= _partial_stop_len(self.text, self.stops)
+        if end <= self.released:
+            return ""
+        piece = self.text[self.released:end]
+        self.released = end
+        return piece
+
+    def result(self) -> GenerationResult:
+        return GenerationResult(
+            text=self.text if self.decoder is not None else None,
+            token_ids=list(self.ids),
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs,
+            finish_reason=self.finish_reason or "length",
+            prompt_tokens_dropped=self.dropped,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# One call: validated settings, the rows, and the decode loop.
+# --------------------------------------------------------------------------------------
+
+
+class _Run:
+    """Everything one generate call needs, validated on construction; ``steps()`` runs it."""
+
+    def __init__(self, gen: "Generator", prompts: list[list[int]], cfg: GenerationConfig, *,
+                 need_text: bool, want_logprobs: bool, top_logprobs: int):
+        model = gen.model
+        V = model.config.vocab_size
+        self.model = model
+        self.cfg = cfg
+        self.eos = gen._resolve_eos(cfg.eos_token_id)
+        self.params = cfg.sampling_params(self.eos).validate(V)
+        stops = cfg.stop_strings()
+        if stops and gen.tokenizer is None:
+            raise ValueError("`stop` strings are matched on decoded text: this Generator has no "
+                             "tokenizer; pass one to Generator(model, tokenizer)")
+        if need_text:
+            gen._require_tokenizer()
+        if not isinstance(want_logprobs, (bool, np.bool_)):
+            raise ValueError(f"`return_logprobs` must be a bool, got {want_logprobs!r}.")
+        if not _is_int(top_logprobs) or not 0 <= top_logprobs <= V:
+            raise ValueError(f"`top_logprobs` must be an integer in [0, {V}] (the vocabulary "
+                             f"size), got {top_logprobs!r}.")
+        self.top_n = int(top_logprobs)
+        self.want_logprobs = bool(want_logprobs) or self.top_n > 0
+        ignored = cfg.ignored_options()
+        if ignored:
+            warnings.warn(
+                f"do_sample is False, so {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} "
+                "ignored: these options only "
+                "act when sampling. Pass do_sample=True to sample (greedy decoding is argmax).",
+                UserWarning, stacklevel=3)   # -> the caller of generate/stream
+
+        decode = need_text or bool(stops)
+        eos = frozenset(self.eos)
+        fitted = [gen._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, cfg)
+                  for i, p in enumerate(prompts)]
+        self.rows = [
+            _Row(ids, dropped, cfg.max_new_tokens, eos, stops,
+                 gen.tokenizer.decoder() if decode else None,
+                 self.want_logprobs, self.top_n > 0)
+            for ids, dropped in fitted for _ in range(cfg.num_return_sequences)
+        ]
+        if self.params.do_sample:
+            children = np.random.SeedSequence(cfg.seed).spawn(len(self.rows))
+            for row, child in zip(self.rows, children):
+                row.rng = np.random.default_rng(child)
+        p = self.params
+        # Greedy with every processor at its neutral value is argmax of the raw logits.
+        self.plain_greedy = not p.do_sample and (
+            p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
+            and p.frequency_penalty == 0.0 and p.no_repeat_ngram_size == 0
+            and not p.logit_bias and (p.min_new_tokens == 0 or not self.eos)
+        )
+
+    def _score(self, row: _Row, logits: np.ndarray, token: int) -> None:
+        # logits: (V,) raw scores of this step.
+        lp = log_softmax(logits)                                   # (V,) float64
+        row.logprobs.append(float(lp[token]))
+        if self.top_n:
+            top = np.argpartition(-lp, self.top_n - 1)[: self.top_n]  # (N,) unordered
+            top = top[np.lexsort((top, -lp[top]))]                # by logprob desc, id asc
+            row.top_logprobs.append({int(t): float(lp[t]) for t in top})
+
+    def steps(self) -> Iterator[list[_Row]]:
+        """Run the decode loop, yielding the rows after each generated position."""
+        rows, model, params = self.rows, self.model, self.params
+        max_new = self.cfg.max_new_tokens
+        if max_new == 0:
+            for row in rows:
+                row.finish_empty()
+            return
+        B = len(rows)
+        V = model.config.vocab_size
+        P = max(row.n_prompt for row in rows)
+        cache = model.new_cache(batch_size=B, max_len=P + max_new)
+        cache.set_left_padding([P - row.n_prompt for row in rows])
+        ids = np.full((B, P), _PAD_ID, np.int64)                    # (B, P) left-padded
+        for b, row in enumerate(rows):
+            ids[b, P - row.n_prompt:] = row.context
+        logits = model.forward(ids, cache=cache, last_only=True)    # (B, V), cache workspace
+        token_buf = np.full((B, 1), _PAD_ID, np.int64)              # (B, 1) reused each step
+        scratch = None if self.plain_greedy else np.empty((B, V), np.float32)
+        while True:
+            for b, row in enumerate(rows):
+                if row.finished:
+                    token_buf[b, 0] = _PAD_ID
+                    continue
+                x = logits[b]                                       # (V,) raw
+                if self.plain_greedy:
+                    token = greedy_token(x)
+                else:
+                    scores = process_logits(x, params, row.context, row.n_prompt, out=scratch[b])
+                    token = sample_token(scores, row.rng) if params.do_sample else greedy_token(scores)
+                if self.want_logprobs:
+                    self._score(row, x, token)
+                row.push(token)
+                token_buf[b, 0] = token
+            yield rows
+            if all(row.finished for row in rows):
+                return
+            logits = model.forward(token_buf, cache=cache, last_only=True)   # (B, V)
+
+    def run(self) -> list[_Row]:
+        for _ in self.steps():
+            pass
+        return self.rows
+
+
+# --------------------------------------------------------------------------------------
+# The public class.
+# --------------------------------------------------------------------------------------
 
 
 class Generator:
+    """Generate from a :class:`Model`; a tokenizer is needed for text in or out.
+
+    ``gen.generate("prompt", max_new_tokens=40)`` -> completion text;
+    ``gen.generate_ids(ids, max_new_tokens=8)`` -> new token ids;
+    ``gen.stream("prompt", ...)`` -> text pieces as they become final;
+    ``gen.iter_ids(ids, ...)`` -> new ids one at a time. Options: see
+    :class:`GenerationConfig`; all are keyword-only.
+    """
+
     def __init__(self, model: Model, tokenizer: Tokenizer | None = None):
         self.model = model
         self.tokenizer = tokenizer
 
+    # -- checks -------------------------------------------------------------------------
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
             raise ValueError("this Generator has no tokenizer; pass one, or use generate_ids with token ids")
         return self.tokenizer
 
-    def _check_lengths(self, n_prompt: int, max_new_tokens: int) -> None:
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-        if n_prompt == 0:
-            raise ValueError("the prompt is empty: give at least one token")
-        n_ctx = self.model.config.n_positions
-        if n_prompt + max_new_tokens > n_ctx:
+    def _config(self, max_new_tokens, config: GenerationConfig | None, options: dict) -> GenerationConfig:
+        unknown = [k for k in options if k not in _OPTION_NAMES]
+        if unknown:
+            hints = [m for k in unknown for m in difflib.get_close_matches(k, _OPTION_NAMES, n=1)]
+            if set(unknown) & {"return_logprobs", "top_logprobs", "return_result"}:
+                hint = " (results and log-probabilities come from generate and generate_ids)."
+            elif hints:
+                hint = f"; did you mean {', '.join(map(repr, hints))}?"
+            else:
+                hint = "."
+            raise TypeError(f"unknown generation option(s) {', '.join(map(repr, unknown))}{hint} "
+                            f"Options: {', '.join(_OPTION_NAMES)}.")
+        if config is not None and not isinstance(config, GenerationConfig):
+            raise TypeError(f"`config` must be a GenerationConfig, got {type(config).__name__}.")
+        if max_new_tokens is not None:
+            options["max_new_tokens"] = max_new_tokens
+        if config is None:
+            return GenerationConfig(**options)
+        return dataclasses.replace(config, **options)
+
+    def _resolve_eos(self, eos_token_id) -> list[int]:
+        if eos_token_id is not None:
+            return [eos_token_id] if _is_int(eos_token_id) else list(eos_token_id)
+        eos = self.model.config.eos_token_id
+        if eos is None:
+            return []
+        ids = [eos] if _is_int(eos) else list(eos)
+        # An id outside the vocabulary can never be generated: drop it.
+        return [int(i) for i in ids if i < self.model.config.vocab_size]
+
+    def _fit_prompt(self, where: str, ids: list[int], cfg: GenerationConfig) -> tuple[list[int], int]:
+        """Check one prompt's ids and length; returns (ids to use, tokens dropped)."""
+        if len(ids) == 0:
+            raise ValueError(f"{where} is empty: give at least one token")
+        V, n_ctx = self.model.config.vocab_size, self.model.config.n_positions
+        for t, tok in enumerate(ids):
+            if not 0 <= tok < V:
+                raise TokenIdError(f"{where}: token id {tok} at position {t} is outside the vocabulary [0, {V})")
+        n, max_new = len(ids), cfg.max_new_tokens
+        if n + max_new <= n_ctx:
+            return ids, 0
+        keep = n_ctx - max_new
+        if cfg.truncate is None or keep < 1:
+            hint = ("lower max_new_tokens" if keep < 1 else
+                    "shorten it, lower max_new_tokens, or pass truncate='left' to keep its last "
+                    f"{keep} tokens")
             raise ValueError(
-                f"prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} exceeds the model's "
-                f"context of n_positions={n_ctx}"
+                f"{where} of {n} tokens + max_new_tokens={max_new} exceeds the model's context of "
+                f"n_positions={n_ctx}; {hint}"
             )
+        return ids[n - keep:], n - keep
 
-    def iter_ids(self, prompt_ids, max_new_tokens: int = 32, eos_token_id=None) -> Iterator[int]:
-        """Yield new token ids one at a time (greedy), stopping at eos or after max_new_tokens."""
-        ids = [int(i) for i in prompt_ids]
-        self._check_lengths(len(ids), max_new_tokens)
-        if eos_token_id is None:
-            eos_token_id = self.model.config.eos_token_id
-        if max_new_tokens == 0:
-            return
-        cache = self.model.new_cache(batch_size=1, max_len=len(ids) + max_new_tokens)
-        logits = self.model.forward(np.asarray(ids, np.int64), cache=cache, last_only=True)
-        token_buf = np.empty(1, np.int64)
-        for step in range(max_new_tokens):
-            token = int(np.argmax(logits))
-            yield token
-            if token == eos_token_id or step == max_new_tokens - 1:
-                return
-            token_buf[0] = token
-            logits = self.model.forward(token_buf, cache=cache, last_only=True)
+    def _encode_prompts(self, prompt) -> tuple[list[list[int]], bool]:
+        if isinstance(prompt, str):
+            return [self._require_tokenizer().encode(prompt)], True
+        if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+            tok = self._require_tokenizer()
+            return [tok.encode(p) for p in prompt], False
+        raise TypeError(
+            f"`prompt` must be a str or a non-empty list of str, got {_describe(prompt)}; "
+            "for token ids use generate_ids"
+        )
 
-    def generate_ids(self, prompt_ids, max_new_tokens: int = 32, eos_token_id=None) -> list[int]:
-        """The new token ids only."""
-        return list(self.iter_ids(prompt_ids, max_new_tokens, eos_token_id))
+    @staticmethod
+    def _id_prompts(prompt_ids) -> tuple[list[list[int]], bool]:
+        bad = TypeError(
+            "`prompt_ids` must be a list of token ids or a non-empty list of such lists "
+            f"(or a 1-D / 2-D integer array), got {_describe(prompt_ids)}"
+        )
+        if isinstance(prompt_ids, np.ndarray):
+            if prompt_ids.dtype.kind not in "iu" or prompt_ids.ndim not in (1, 2):
+                raise bad
+            return (([prompt_ids.tolist()], True) if prompt_ids.ndim == 1
+                    else (prompt_ids.tolist(), False))
+        if not isinstance(prompt_ids, (list, tuple)) or isinstance(prompt_ids, str):
+            raise bad
+        if all(_is_int(t) for t in prompt_ids):
+            return [[int(t) for t in prompt_ids]], True      # one prompt (may be empty)
+        rows = []
+        for p in prompt_ids:
+            if isinstance(p, np.ndarray) and p.ndim == 1 and p.dtype.kind in "iu":
+                p = p.tolist()
+            if not isinstance(p, (list, tuple)) or not all(_is_int(t) for t in p):
+                raise bad
+            rows.append([int(t) for t in p])
+        return rows, False
 
-    def stream(self, prompt: str, max_new_tokens: int = 32) -> Iterator[str]:
-        """Yield the completion as text pieces, each complete UTF-8."""
-        tok = self._require_tokenizer()
-        decoder = tok.decoder()
-        for token in self.iter_ids(tok.encode(prompt), max_new_tokens):
-            if token == tok.eos_token_id:
-                break
-            piece = decoder.push(token)
-            if piece:
-                yield piece
-        tail = decoder.flush()
-        if tail:
-            yield tail
+    # -- streaming ----------------------------------------------------------------------
+    def stream(self, prompt: str, max_new_tokens: int | None = None, *,
+               config: GenerationConfig | None = None, **options) -> Iterator[str]:
+        """Yield the completion of one prompt as text pieces.
 
-    def generate(self, prompt: str, max_new_tokens: int = 32) -> str:
-        """The completion text only (the prompt is not repeated)."""
-        return "".join(self.stream(prompt, max_new_tokens))
+        A piece is yielded as soon as it is final: never half of a multi-byte character,
+        never text that could still turn out to be the start of a stop string, and nothing
+        from a stop string on. The pieces join to the ``text`` of the result.
+        Options are checked when ``stream`` is called; the model runs as you iterate. The
+        iterator's return value (``StopIteration.value``) is the :class:`GenerationResult`.
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"stream takes one prompt (a str), got {_describe(prompt)}; "
+                            "for a batch use generate")
+        cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_return_sequences != 1:
+            raise ValueError("stream makes one sequence: `num_return_sequences` must be 1, "
+                             f"got {cfg.num_return_sequences}; use generate for several")
+        prompts, _ = self._encode_prompts(prompt)
+        run = _Run(self, prompts, cfg, need_text=True, want_logprobs=False, top_logprobs=0)
+        return _stream_text(run)
+
+    def iter_ids(self, prompt_ids, max_new_tokens: int | None = None, *,
+                 config: GenerationConfig | None = None, **options) -> Iterator[int]:
+        """Yield the new token ids of one prompt one at a time (the last may be EOS).
+
+        The iterator's return value (``StopIteration.value``) is the :class:`GenerationResult`.
+        """
+        prompts, single = self._id_prompts(prompt_ids)
+        if not single:
+            raise TypeError("iter_ids takes one prompt (a list of ids); for a batch use generate_ids")
+        cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_return_sequences != 1:
+            raise ValueError("iter_ids makes one sequence: `num_return_sequences` must be 1, "
+                             f"got {cfg.num_return_sequences}; use generate_ids for several")
+        run = _Run(self, prompts, cfg, need_text=False, want_logprobs=False, top_logprobs=0)
+        return _stream_ids(run)
+
+    # -- whole completions ----------------------------------------------------------------
+    def generate(self, prompt: str | list[str], max_new_tokens: int | None = None, *,
+                 config: GenerationConfig | None = None, return_logprobs: bool = False,
+                 top_logprobs: int = 0, return_result: bool = False, **options):
+        """Complete one prompt or a batch; the prompt itself is not repeated.
+
+        ``prompt``: a str -> a str; a list of str -> a list of str, one per row. Rows are
+        left-padded and run as one batch; each row's result is what that prompt gives alone
+        (greedy: the same tokens). With ``num_return_sequences=n`` each prompt gets n rows,
+        grouped by prompt (``[p0s0, p0s1, ..., p1s0, ...]``), and the result is always a list.
+        With ``return_logprobs``, ``top_logprobs > 0`` (implies ``return_logprobs``) or
+        ``return_result``, :class:`GenerationResult` objects replace the strings.
+        ``max_new_tokens=None`` takes the config's (default 32). Other options: see
+        :class:`GenerationConfig`.
+        """
+        cfg = self._config(max_new_tokens, config, options)
+        prompts, single = self._encode_prompts(prompt)
+        run = _Run(self, prompts, cfg, need_text=True, want_logprobs=return_logprobs,
+                   top_logprobs=top_logprobs)
+        rows = run.run()
+        as_result = return_result or run.want_logprobs
+        out = [row.result() if as_result else row.text for row in rows]
+        return out[0] if single and cfg.num_return_sequences == 1 else out
+
+    def generate_ids(self, prompt_ids, max_new_tokens: int | None = None, *,
+                     config: GenerationConfig | None = None, return_logprobs: bool = False,
+                     top_logprobs: int = 0, return_result: bool = False, **options):
+        """The new token ids (not the prompt's), including a final EOS token as transformers.
+
+        ``prompt_ids``: one list of ids -> one list; a list of lists (or a 2-D array) -> a
+        list of lists, batched as in :meth:`generate`. Results and options as in
+        :meth:`generate`; a result's ``text`` is None without a tokenizer.
+        """
+        prompts, single = self._id_prompts(prompt_ids)
+        cfg = self._config(max_new_tokens, config, options)
+        as_result = return_result or return_logprobs or (_is_int(top_logprobs) and top_logprobs > 0)
+        run = _Run(self, prompts, cfg, need_text=False, want_logprobs=return_logprobs,
+                   top_logprobs=top_logprobs)
+        if as_result and self.tokenizer is not None:
+            for row in run.rows:                 # results carry text when we can decode
+                if row.decoder is None:
+                    row.decoder = self.tokenizer.decoder()
+        rows = run.run()
+        out = [row.result() if as_result else list(row.ids) for row in rows]
+        return out[0] if single and cfg.num_return_sequences == 1 else out
+
+
+def _stream_text(run: _Run):
+    row = run.rows[0]
+    for _ in run.steps():
+        piece = row.release()
+        if piece:
+            yield piece
+    piece = row.release()
+    if piece:
+        yield piece
+    return row.result()
+
+
+def _stream_ids(run: _Run):
+    row = run.rows[0]
+    sent = 0
+    for _ in run.steps():
+        while sent < len(row.ids):
+            yield row.ids[sent]
+            sent += 1
+    return row.result()
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
