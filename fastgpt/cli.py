@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a model's config, size, backend and threads")
     add_model_args(info)
     info.set_defaults(func=cmd_info)
+
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -106,8 +106,8 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> Tokenizer:
         """Load from a folder holding vocab.json + merges.txt, encoder.json +
-        vocab.bpe, or tokenizer.json (tried in that order), or from one of
-        those files directly."""
+        vocab.bpe, or tokenizer.json (tried in that order), from one of
+        those files directly, or by a bundled model's name."""
         path = Path(path)
         if path.is_file():
             folder, layouts = path.parent, [lay for lay in _LAYOUTS if path.name in lay]
@@ -117,7 +117,12 @@ class Tokenizer:
         elif path.is_dir():
             folder, layouts = path, list(_LAYOUTS)
         else:
-            raise TokenizerError(f"{path}: no such file or folder")
+            from .registry import ModelNotFoundError, resolve_model_path
+
+            try:  # a bundled model's name
+                folder, layouts = resolve_model_path(str(path)), list(_LAYOUTS)
+            except ModelNotFoundError as exc:
+                raise TokenizerError(str(exc)) from None
 
         for layout in layouts:
             files = [folder / name for name in layout]

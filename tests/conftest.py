@@ -1,46 +1,13 @@
-"""Shared fixtures: random Hugging Face GPT-2 checkpoints (the oracle) and the backend list.
+"""Fixtures shared by the tests: the backend list and random Hugging Face checkpoints."""
 
-transformers is the numerical reference: each checkpoint is a randomly initialised
-GPT2LMHeadModel saved with save_pretrained, so the same weights go through both engines.
-"""
-
-import numpy as np
 import pytest
 
-from fastgpt.backend import kernels_available
-
-BACKENDS = ["numpy"] + (["cython"] if kernels_available() else [])
-
-# fp32 logits of a few-layer model differ from PyTorch's only by summation order: ~1e-6 seen;
-# the issue's bound is 1e-4 absolute.
-LOGITS_ATOL = 1e-4
-
-CHECKPOINTS = {
-    # name: GPT2Config kwargs
-    "small": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=500, n_positions=128),
-    # GPT-2 124M widths and vocabulary, fewer layers to stay fast
-    "wide": dict(n_embd=768, n_layer=2, n_head=12, vocab_size=50257, n_positions=1024),
-}
+from oracle import BACKENDS, CHECKPOINTS, hf_model
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
-
-
-def _hf_model(kwargs, seed):
-    torch = pytest.importorskip("torch", reason="torch is the oracle's runtime")
-    transformers = pytest.importorskip("transformers", reason="transformers is the parity oracle")
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(**kwargs)
-    model = transformers.GPT2LMHeadModel(config).eval()
-    # GPT-2's init leaves biases and LN at 0/1; randomise them so that the loader's mapping
-    # of every tensor is actually exercised.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "ln_" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model
 
 
 @pytest.fixture(scope="session")
@@ -50,29 +17,10 @@ def hf_checkpoint(tmp_path_factory):
 
     def make(name):
         if name not in made:
-            model = _hf_model(CHECKPOINTS[name], seed=len(made) + 1)
+            model = hf_model(CHECKPOINTS[name], seed=len(made) + 1)
             folder = tmp_path_factory.mktemp(f"hf-{name}")
             model.save_pretrained(folder)
             made[name] = (folder, model)
         return made[name]
 
     return make
-
-
-def hf_logits(model, ids):
-    import torch
-
-    with torch.no_grad():
-        return model(torch.as_tensor(np.asarray(ids))).logits.numpy()
-
-
-def hf_greedy(model, prompt_ids, max_new_tokens):
-    import torch
-
-    with torch.no_grad():
-        out = model.generate(
-            torch.as_tensor([list(prompt_ids)]),
-            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0,
-        )
-    return out[0, len(prompt_ids):].tolist()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastgpt
-from conftest import BACKENDS
+from oracle import BACKENDS
 from fastgpt import GPT2Config
 from fastgpt.cli import main
 

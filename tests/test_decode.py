@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import BACKENDS
+from oracle import BACKENDS
 from fastgpt import GPT2Config, Model
 from fastgpt.generate import Generator
 

@@ -4,7 +4,7 @@ streaming, log-probabilities and prompt truncation.
 The processors themselves are tested against transformers in test_sampling.py; here the
 question is whether Generator wires them correctly. Two kinds of models:
 
-* the random "small" Hugging Face checkpoint from conftest (vocabulary 500), run on every
+* the random "small" Hugging Face checkpoint from tests/oracle.py (vocabulary 500), run on every
   backend, with a toy byte-level tokenizer whose 500 ids cover that vocabulary;
 * ``ScriptedModel``, a stand-in whose argmax follows a fixed token script, to drive the
   text layer (stop strings, UTF-8 streaming) through exact, hand-picked token sequences.
@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import LOGITS_ATOL
+from oracle import LOGITS_ATOL
 from fastgpt import GPT2Config, Model, Tokenizer
 from fastgpt.generate import GenerationConfig, GenerationResult, Generator
 from fastgpt.kv_cache import KVCache

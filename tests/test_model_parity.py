@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import LOGITS_ATOL, hf_greedy, hf_logits
+from oracle import LOGITS_ATOL, hf_greedy, hf_logits
 from fastgpt import Model
 from fastgpt.generate import Generator
 
@@ -77,9 +77,9 @@ def test_greedy_64_tokens_identical_to_transformers_generate(hf_checkpoint, back
 
 def test_float16_checkpoint_loads_and_matches(tmp_path, backend):
     torch = pytest.importorskip("torch")
-    from conftest import _hf_model, CHECKPOINTS
+    from oracle import hf_model, CHECKPOINTS
 
-    hf = _hf_model(CHECKPOINTS["small"], seed=7)
+    hf = hf_model(CHECKPOINTS["small"], seed=7)
     hf.half().save_pretrained(tmp_path)
     hf.float()  # the fp16-rounded weights, computed in fp32 on both sides
     model = Model.from_pretrained(tmp_path, backend=backend)

@@ -290,7 +290,7 @@ def test_missing_files_name_folder_and_expected_files(tmp_path):
     shutil.copy(DATA / "encoder.json", tmp_path / "vocab.json")
     with pytest.raises(TokenizerError, match="found vocab.json without its partner"):
         Tokenizer.from_pretrained(tmp_path)
-    with pytest.raises(TokenizerError, match="no such file or folder"):
+    with pytest.raises(TokenizerError, match="no such folder and not a bundled model"):
         Tokenizer.from_pretrained(tmp_path / "nope")
     with pytest.raises(TokenizerError, match="not a tokenizer file"):
         (tmp_path / "model.bin").write_bytes(b"")

@@ -1,0 +1,87 @@
+"""Each backend op at GPT-2 124M shapes, one pytest-benchmark group per op and shape.
+
+The ops are called directly on preallocated arrays, as the model calls them. Weights and KV
+caches are read cold (see ``cold_copies`` in conftest.py), as in decode; layer-norm and GELU
+inputs are activations that the previous op has just written, so they stay warm here too.
+
+Dimension legend: N rows (1 token, or a 128-token prefill chunk), C 768, F 3072, V 50257,
+H 12 heads, D 64 head width, L cached positions.
+"""
+
+import pytest
+
+from fastgpt.config import PRESETS
+
+GPT2 = PRESETS["gpt2"]
+
+C, F, V, H, D = GPT2.n_embd, GPT2.d_ff, GPT2.vocab_size, GPT2.n_head, GPT2.head_dim
+EPS = GPT2.layer_norm_epsilon
+ROWS = [1, 128]  # one decode token; one prefill chunk
+
+
+def _normal(rng, *shape):
+    return rng.standard_normal(shape, dtype="float32")
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_layer_norm(benchmark, backend, rng, rows):
+    benchmark.group = f"layer_norm {rows}x{C}"
+    x, out = _normal(rng, rows, C), _normal(rng, rows, C)            # (N, C)
+    g, b = _normal(rng, C), _normal(rng, C)                          # (C,)
+    benchmark(backend.layer_norm, x, g, b, EPS, out)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_gelu(benchmark, backend, rng, rows):
+    benchmark.group = f"gelu_new {rows}x{F}"
+    x, out = _normal(rng, rows, F), _normal(rng, rows, F)            # (N, F)
+    benchmark(backend.activation, GPT2.activation_function, x, out)
+
+
+@pytest.mark.parametrize("length", [16, 256, 1024])
+def test_attention_one_token(benchmark, backend, rng, cold_copies, length):
+    # The newest token (cache slot length - 1) attends over all `length` cached positions.
+    benchmark.group = f"attention 1 token over {length} positions"
+    q = _normal(rng, 1, 1, H, D)                                     # (B, T, H, D)
+    caches = cold_copies(_normal(rng, 1, H, length, D), _normal(rng, 1, H, length, D))  # (B, H, L, D) each
+    start = rng.integers(0, 1, 1)                                    # (B,) no left padding
+    out = _normal(rng, 1, 1, H, D)
+
+    def attend():
+        k, v = next(caches)
+        return backend.attention(q, k, v, start, length - 1, out)
+
+    benchmark(attend)
+
+
+LINEARS = {
+    # name: (out, in), fastgpt's layout; the weights are block 0's (or the tied head) of the random model
+    "attn_qkv": (3 * C, C),
+    "attn_proj": (C, C),
+    "mlp_fc": (F, C),
+    "mlp_proj": (C, F),
+    "lm_head": (V, C),
+}
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("name", list(LINEARS))
+def test_linear(benchmark, backend, rng, cold_copies, gpt2_weights, name, rows):
+    n_out, n_in = LINEARS[name]
+    benchmark.group = f"linear {name} {rows}x{n_in} -> {n_out}"
+    if name == "lm_head":
+        w, b = gpt2_weights.lm_head, None                            # tied to wte; no bias
+    else:
+        blk = gpt2_weights.blocks[0]
+        w, b = getattr(blk, f"{name}_w"), getattr(blk, f"{name}_b")  # (out, in), (out,)
+    weights = cold_copies(w)
+    x, out = _normal(rng, rows, n_in), _normal(rng, rows, n_out)     # (N, in), (N, out)
+
+    def linear():
+        (w,) = next(weights)
+        return backend.linear(x, w, b, out)
+
+    benchmark(linear)
+    if benchmark.enabled:
+        seconds = benchmark.stats.stats.median
+        benchmark.extra_info["weight_GB_per_s"] = round(w.nbytes / seconds / 1e9, 2)

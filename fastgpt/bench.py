@@ -1,0 +1,628 @@
+"""``fastgpt bench``: how fast this model runs on this machine, and how far from the limit.
+
+One command prints, per backend: prefill tokens/s, time to first token, decode tokens/s and
+ms/token (median and min-max over repeats), peak resident memory, and the decode roofline.
+With ``--compare transformers`` the same weights also run through Hugging Face's
+``GPT2LMHeadModel.generate`` and the table adds its figures, the ratios, and whether both
+produced the same tokens.
+
+Method, so that the numbers can be trusted (STYLE habit 14):
+
+- Greedy decoding of a fixed random prompt (seed 0), batch 1, with end-of-text ignored so
+  every run makes exactly ``--new-tokens`` tokens. Each run builds a fresh KV cache, as a new
+  generation does.
+- Time to first token = prefill of the prompt + the first argmax. Decode = the remaining
+  ``new_tokens - 1`` steps, each one forward of one token + argmax; prefill is excluded.
+- Every engine is warmed up with one full run, then the engines run interleaved
+  (A B C A B C ...), so that drift in the machine's load hits all of them alike.
+- Decode of a model this size reads every weight once per token, so it is bound by memory
+  bandwidth. Roofline tokens/s = measured read bandwidth / weight bytes read per token. The
+  KV cache read is left out of the bound and printed beside it: for GPT-2 124M it is 3% of
+  the weight bytes at 192 positions, 15% at 1024.
+- The bandwidth is measured here, not quoted from a datasheet: several multi-threaded
+  streaming reads of a 1 GiB buffer (far larger than any last-level cache) by the compiled
+  extension, with the benchmark's thread count, interleaved with the model runs so that it
+  sees the same machine load.
+- No I/O happens inside a timed region: the status line is redrawn between runs only.
+
+Non-goals: sampling options, batches, and statistics beyond median and range. For before/after
+comparisons of a code change use the pytest-benchmark suites in ``bench/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import PRESETS, GPT2Config
+from .weights import GPT2Weights
+
+#: The bandwidth probe's buffer: 1 GiB, far larger than any last-level cache. Tests shrink it.
+BANDWIDTH_BUFFER_BYTES = 1 << 30
+#: At least this many timed bandwidth passes in total (spread over the repeat rounds).
+BANDWIDTH_PASSES = 7
+#: Seed of the random weights (--random) and of the random prompt ids.
+SEED = 0
+
+RANDOM_CONFIGS = PRESETS
+ENGINE_BACKENDS = ("numpy", "cython")
+
+
+# -- measurements --------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One timed generation: prompt -> new_tokens greedy tokens."""
+    prefill_s: float          # forward over the prompt
+    ttft_s: float             # prefill + first argmax (+ generate's setup, for transformers)
+    decode_s: float           # the remaining new_tokens - 1 steps
+    argmax_s: float | None    # part of decode_s spent in argmax (fastgpt only)
+    tokens: list[int]
+
+
+def summarize(values) -> dict:
+    values = [float(v) for v in values]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "samples": values}
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's resident-memory high-water mark (ru_maxrss), or None where unsupported."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+def decode_bytes_per_token(weights: GPT2Weights) -> int:
+    """Weight bytes one decode step reads: every matrix and vector once, one row of each table.
+
+    The position table contributes one row (the new position). A tied head reads all of wte as
+    the LM head, counted once (``nbytes()`` already counts it once); an untied head reads all
+    of lm_head plus one gathered wte row.
+    """
+    row = weights.wpe.shape[1] * weights.wpe.itemsize
+    total = weights.nbytes() - weights.wpe.nbytes + row
+    if not weights.tied_head:
+        total -= weights.wte.nbytes - row
+    return total
+
+
+def kv_cache_bytes_read(config: GPT2Config, length: int) -> int:
+    """Keys and values one decode step reads when attending over ``length`` positions (fp32)."""
+    return 2 * config.n_layer * length * config.n_embd * 4
+
+
+class BandwidthProbe:
+    """Memory read bandwidth, measured by streaming a buffer far larger than the caches."""
+
+    def __init__(self, n_threads: int, nbytes: int | None = None):
+        from . import kernels
+
+        nbytes = BANDWIDTH_BUFFER_BYTES if nbytes is None else nbytes
+        # np.ones, not np.empty: every page is faulted in here, not during a timed pass.
+        self.buf = np.ones(nbytes // 4, np.float32)
+        self.n_threads = n_threads
+        if kernels.HAVE_KERNELS:
+            self._read = lambda: kernels._system.read_sum(self.buf, n_threads)
+            self.method = f"fastgpt read_sum, {n_threads} thread{'s' if n_threads > 1 else ''}"
+        else:
+            self._read = lambda: float(self.buf.sum())
+            self.method = "numpy sum, 1 thread (compiled kernels not built)"
+        self.samples: list[float] = []
+        self._read()  # warm-up: thread pool start, TLB
+
+    def measure(self, passes: int = 1) -> None:
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            self._read()
+            self.samples.append(self.buf.nbytes / (time.perf_counter() - t0) / 1e9)
+
+    def result(self) -> dict:
+        return {"gb_per_s": summarize(self.samples), "method": self.method, "threads": self.n_threads,
+                "buffer_bytes": self.buf.nbytes, "passes": len(self.samples)}
+
+    def release(self) -> None:
+        self.buf = np.empty(0, np.float32)
+
+
+# -- engines ---------------------------------------------------------------------------------
+class FastgptEngine:
+    kind = "fastgpt"
+
+    def __init__(self, model):
+        self.model = model
+        self.name = model.backend.name
+        self.label = f"fastgpt {self.name}"
+
+    def run(self, prompt: np.ndarray, new_tokens: int) -> Run:
+        # Generator's plain-greedy loop (forward, argmax, feed back) without its per-row
+        # bookkeeping or eos stop, with clocks between the steps; tests check it makes the
+        # Generator's tokens.
+        model = self.model
+        cache = model.new_cache(batch_size=1, max_len=len(prompt) + new_tokens)
+        tokens = np.empty(new_tokens, np.int64)
+        argmax_s = 0.0
+        t0 = time.perf_counter()
+        logits = model.forward(prompt, cache=cache, last_only=True)
+        t1 = time.perf_counter()
+        tokens[0] = np.argmax(logits)
+        t2 = time.perf_counter()
+        for i in range(1, new_tokens):
+            logits = model.forward(tokens[i - 1:i], cache=cache, last_only=True)
+            ta = time.perf_counter()
+            tokens[i] = np.argmax(logits)
+            argmax_s += time.perf_counter() - ta
+        t3 = time.perf_counter()
+        return Run(prefill_s=t1 - t0, ttft_s=t2 - t0, decode_s=t3 - t2, argmax_s=argmax_s, tokens=tokens.tolist())
+
+
+def transformers_available() -> bool:
+    # find_spec, not import: importing torch would add ~200 MB to fastgpt's peak-RSS figure.
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+
+
+def hf_model_from_weights(config: GPT2Config, weights: GPT2Weights):
+    """A ``GPT2LMHeadModel`` holding copies of ``weights`` (its own memory, as if it had loaded them).
+
+    Uses the loader's name table in reverse, so the mapping cannot drift from the one fastgpt
+    loads with; Conv1D matrices go back to ``[in, out]``.
+    """
+    import torch
+    import transformers
+
+    from .loaders.gpt2 import _BLOCK_TABLE, _TOP_TABLE
+
+    try:  # skip the random init that would be overwritten at once (minutes for gpt2-xl)
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            no_init_weights = contextlib.nullcontext
+    hf_config = transformers.GPT2Config(
+        vocab_size=config.vocab_size, n_positions=config.n_positions, n_embd=config.n_embd,
+        n_layer=config.n_layer, n_head=config.n_head, n_inner=config.n_inner,
+        activation_function=config.activation_function, layer_norm_epsilon=config.layer_norm_epsilon,
+        # No bos/eos: the benchmark never stops at end-of-text, and small test vocabularies do
+        # not contain GPT-2's 50256 (transformers warns about that).
+        bos_token_id=None, eos_token_id=None, tie_word_embeddings=weights.tied_head,
+    )
+    with no_init_weights():
+        model = transformers.GPT2LMHeadModel(hf_config)
+    model.tie_weights()
+
+    # (HF name, our array or None, transpose); copied one at a time, straight from a strided
+    # view, so building the model never holds a second transposed copy of the weights.
+    sources = [(f"transformer.{hf}", getattr(weights, ours), False) for hf, ours in _TOP_TABLE.items()]
+    for i, blk in enumerate(weights.blocks):
+        sources += [(f"transformer.h.{i}.{hf}", getattr(blk, ours), t) for hf, (ours, t) in _BLOCK_TABLE.items()]
+    if not weights.tied_head:
+        sources.append(("lm_head.weight", weights.lm_head, False))
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for key, arr, transpose in sources:
+            if arr is None:  # fastgpt allows bias-free linears; GPT2LMHeadModel always has biases
+                params[key].zero_()
+            else:
+                with warnings.catch_warnings():  # memory-mapped weights are read-only; we only read them
+                    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                    src = torch.from_numpy(arr)
+                params[key].copy_(src.T if transpose else src)
+    missing = set(params) - {key for key, _, _ in sources} - ({"lm_head.weight"} if weights.tied_head else set())
+    if missing:
+        raise RuntimeError(f"GPT2LMHeadModel parameters not filled from fastgpt's weights: {sorted(missing)}")
+    if weights.tied_head and model.lm_head.weight.data_ptr() != model.transformer.wte.weight.data_ptr():
+        raise RuntimeError("GPT2LMHeadModel's LM head is not tied to wte although fastgpt's is")
+    # Run to max_new_tokens like fastgpt, whatever the tokens (a random model may emit eos).
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model.eval()
+
+
+class TransformersEngine:
+    """``GPT2LMHeadModel.generate`` (greedy, KV cache) on the same weights and thread count.
+
+    Prefill is timed as a separate forward over the prompt with ``logits_to_keep=1`` (what
+    generate's own prefill computes). Time to first token and decode are read off a streamer
+    that only records the clock: generate hands it the prompt before prefill and then each new
+    token as soon as it is chosen, so decode = last token's stamp - first token's stamp over
+    new_tokens - 1 steps, generate's per-step overhead included (as fastgpt's argmax is).
+    """
+
+    kind = name = label = "transformers"
+
+    def __init__(self, config: GPT2Config, weights: GPT2Weights, n_threads: int):
+        import torch
+        from transformers.generation.streamers import BaseStreamer
+
+        torch.set_num_threads(n_threads)
+        self.torch = torch
+        self.model = hf_model_from_weights(config, weights)
+
+        class ClockStreamer(BaseStreamer):
+            def __init__(self):
+                self.stamps = []
+
+            def put(self, value):
+                self.stamps.append(time.perf_counter())
+
+            def end(self):
+                pass
+
+        self._streamer = ClockStreamer
+
+    def run(self, prompt: np.ndarray, new_tokens: int) -> Run:
+        torch = self.torch
+        ids = torch.as_tensor(prompt[None, :])
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            self.model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+            prefill_s = time.perf_counter() - t0
+            streamer = self._streamer()
+            t0 = time.perf_counter()
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
+                                      do_sample=False, use_cache=True, streamer=streamer)
+        stamps = streamer.stamps
+        if len(stamps) != new_tokens + 1:
+            raise RuntimeError(f"transformers streamed {len(stamps) - 1} tokens, expected {new_tokens}")
+        return Run(prefill_s=prefill_s, ttft_s=stamps[1] - t0, decode_s=stamps[-1] - stamps[1], argmax_s=None,
+                   tokens=out[0, len(prompt):].tolist())
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+class StatusLine:
+    """One line on stderr, rewritten in place; silent when stderr is not a terminal."""
+
+    def __init__(self, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            elapsed = time.perf_counter() - self.t0
+            self.stream.write(f"\r\x1b[Kbench [{elapsed:5.0f} s] {text}")
+            self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def available_backends() -> list[str]:
+    from .backend import kernels_available
+
+    return ["numpy"] + (["cython"] if kernels_available() else [])
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> dict:
+    from . import __version__, kernels
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": cpu_model(), "simd": kernels.simd_name(), "openmp": kernels.openmp_enabled(),
+        "logical_cpus": os.cpu_count(), "load_average_start": list(load) if load else None,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "fastgpt": __version__,
+    }
+
+
+def check_lengths(config: GPT2Config, prompt_tokens: int, new_tokens: int, repeat: int) -> None:
+    for name, value in (("--prompt-tokens", prompt_tokens), ("--repeat", repeat)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if new_tokens < 2:
+        raise ValueError(f"--new-tokens must be at least 2 (the first token comes from prefill, the rest "
+                         f"are decode), got {new_tokens}")
+    if prompt_tokens + new_tokens > config.n_positions:
+        raise ValueError(
+            f"--prompt-tokens {prompt_tokens} + --new-tokens {new_tokens} exceeds the model's context of "
+            f"n_positions={config.n_positions}; lower one of them"
+        )
+
+
+def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads: int | None = None,
+                  prompt_tokens: int = 128, new_tokens: int = 64, repeat: int = 5, compare: str | None = None,
+                  source: str = "in memory", load_seconds: float | None = None,
+                  status: StatusLine | None = None) -> dict:
+    """Run the benchmark; returns every figure as a JSON-ready dict (``format_report`` prints it)."""
+    from .model import Model
+    from .threads import default_num_threads
+
+    check_lengths(config, prompt_tokens, new_tokens, repeat)
+    if compare not in (None, "transformers"):
+        raise ValueError(f"--compare must be 'transformers', got {compare!r}")
+    if compare and not transformers_available():
+        raise ValueError("--compare transformers needs torch and transformers installed (pip install 'fastgpt[hf]')")
+    threads = default_num_threads() if threads is None else threads
+    status = status or StatusLine()
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "model": None,  # filled in below, with the roofline
+        "settings": {"backends": list(backends), "threads": threads, "prompt_tokens": prompt_tokens,
+                     "new_tokens": new_tokens, "repeat": repeat, "warmup_runs": 1, "compare": compare,
+                     "prompt_seed": SEED, "interleaved": True},
+    }
+    prompt = np.random.default_rng(SEED).integers(0, config.vocab_size, prompt_tokens, dtype=np.int64)
+
+    try:
+        # The models share one set of weights. Each engine's peak RSS is read right after its
+        # warm-up, before anything bigger (transformers' copy, the bandwidth buffer) exists.
+        engines, peaks = [], {}
+        for name in backends:
+            status.show(f"warming up fastgpt {name}")
+            engine = FastgptEngine(Model(config, weights, backend=name, num_threads=threads))
+            engine.run(prompt, new_tokens)
+            engines.append(engine)
+            peaks[engine.name] = peak_rss_bytes()
+        if compare:
+            status.show("building the transformers model")
+            before = peak_rss_bytes()
+            engine = TransformersEngine(config, weights, threads)
+            status.show("warming up transformers")
+            engine.run(prompt, new_tokens)
+            engines.append(engine)
+            # How much it raised the high-water mark: the process also holds fastgpt's weights.
+            peaks[engine.name] = None if before is None else peak_rss_bytes() - before
+
+        status.show("allocating the bandwidth buffer")
+        probe = BandwidthProbe(threads)
+        per_round = max(1, math.ceil(BANDWIDTH_PASSES / repeat))
+        runs = {e.name: [] for e in engines}
+        for r in range(repeat):
+            for engine in engines:
+                status.show(f"round {r + 1}/{repeat}: {engine.label}")
+                runs[engine.name].append(engine.run(prompt, new_tokens))
+            status.show(f"round {r + 1}/{repeat}: memory bandwidth")
+            probe.measure(per_round)
+        report["bandwidth"] = probe.result()
+        probe.release()
+    finally:
+        status.clear()
+    report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+    report["model"] = {"source": source, "config": config.to_dict(),
+                       "parameters": config.num_parameters(weights.tied_head), "weight_bytes": weights.nbytes(),
+                       "tied_head": weights.tied_head, "load_seconds": load_seconds}
+    bytes_per_token = decode_bytes_per_token(weights)
+    roofline = report["bandwidth"]["gb_per_s"]["median"] * 1e9 / bytes_per_token
+    report["roofline"] = {
+        "decode_bytes_per_token": bytes_per_token,
+        "kv_cache_bytes_last_step": kv_cache_bytes_read(config, prompt_tokens + new_tokens - 1),
+        "tokens_per_s": roofline,
+    }
+    report["engines"] = {e.name: _figures(e, runs[e.name], prompt_tokens, peaks[e.name], roofline) for e in engines}
+    if compare:
+        for e in engines:
+            if e.kind == "fastgpt":
+                report["engines"][e.name]["vs_transformers"] = _paired_ratios(runs[e.name], runs["transformers"])
+    report["tokens_mismatch"] = _first_mismatch(runs)
+    report["tokens_identical"] = report["tokens_mismatch"] is None
+    return report
+
+
+def _figures(engine, runs: list[Run], prompt_tokens: int, peak_rss: int | None, roofline: float) -> dict:
+    n_decode = len(runs[0].tokens) - 1
+    decode_tps = [n_decode / r.decode_s for r in runs]
+    return {
+        "kind": engine.kind,
+        "prefill_tokens_per_s": summarize(prompt_tokens / r.prefill_s for r in runs),
+        "time_to_first_token_ms": summarize(1e3 * r.ttft_s for r in runs),
+        "decode_tokens_per_s": summarize(decode_tps),
+        "decode_ms_per_token": summarize(1e3 * r.decode_s / n_decode for r in runs),
+        "argmax_ms_per_token": (summarize(1e3 * r.argmax_s / n_decode for r in runs)
+                                if runs[0].argmax_s is not None else None),
+        "peak_rss_bytes": peak_rss,
+        "peak_rss_note": ("how much building and warming up transformers' model raised the process's peak"
+                          if engine.kind == "transformers" else
+                          "process peak after fastgpt's warm-ups (weights shared by the backends), before "
+                          "transformers and the bandwidth buffer"),
+        "roofline_fraction": statistics.median(decode_tps) / roofline,
+        "tokens": runs[0].tokens,
+    }
+
+
+def _paired_ratios(mine: list[Run], theirs: list[Run]) -> dict:
+    # Speed of fastgpt / speed of transformers, per round (the two ran back to back), then the
+    # median over rounds: a load change between rounds cancels out of each pair.
+    def ratio(attr):
+        return statistics.median(getattr(b, attr) / getattr(a, attr) for a, b in zip(mine, theirs))
+
+    return {"prefill": ratio("prefill_s"), "time_to_first_token": ratio("ttft_s"), "decode": ratio("decode_s")}
+
+
+def _first_mismatch(runs: dict[str, list[Run]]) -> str | None:
+    """None when every run of every engine made the same tokens, else where the first one differs."""
+    reference_name = next(iter(runs))
+    reference = runs[reference_name][0].tokens
+    for name, engine_runs in runs.items():
+        for i, r in enumerate(engine_runs):
+            if r.tokens != reference:
+                at = next(k for k, (a, b) in enumerate(zip(r.tokens, reference)) if a != b)
+                return f"{name} run {i + 1} differs from {reference_name} at new token {at}"
+    return None
+
+
+# -- output ------------------------------------------------------------------------------------
+def _spread(stats: dict | None, fmt: str) -> str:
+    if stats is None:
+        return "-"
+    if stats["min"] == stats["max"]:
+        return format(stats["median"], fmt)
+    return f"{stats['median']:{fmt}} ({stats['min']:{fmt}}-{stats['max']:{fmt}})"
+
+
+def _fmt_rate(stats):
+    # About 3 significant figures: run-to-run noise is a few %, more digits would be noise.
+    med = stats["median"] if stats else 0
+    return _spread(stats, ".0f" if med >= 100 else ".1f" if med >= 10 else ".2f")
+
+
+def _fmt_rss(engine: dict) -> str:
+    if engine["peak_rss_bytes"] is None:
+        return "-"
+    sign = "+" if engine["kind"] == "transformers" else ""  # its growth of the shared process's peak
+    return f"{sign}{engine['peak_rss_bytes'] / 1e6:.0f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def format_report(report: dict) -> str:
+    m, s, model = report["machine"], report["settings"], report["model"]
+    bw, roof, cfg = report["bandwidth"], report["roofline"], report["model"]["config"]
+    load = ""
+    if m.get("load_average_start") and m.get("load_average_end"):
+        load = f"; load average {m['load_average_start'][0]:.2f} at start, {m['load_average_end'][0]:.2f} at end"
+    loaded = f", loaded in {model['load_seconds']:.1f} s" if model.get("load_seconds") is not None else ""
+    lines = [
+        f"fastgpt bench: {model['source']} ({model['parameters'] / 1e6:.1f}M parameters, "
+        f"{model['weight_bytes'] / 1e6:.1f} MB float32, {cfg['n_layer']} layers x {cfg['n_embd']} wide){loaded}",
+        f"prompt {s['prompt_tokens']} tokens -> {s['new_tokens']} new tokens (greedy, batch 1); "
+        f"{_plural(s['threads'], 'thread')}; {_plural(s['repeat'], 'repeat')} after 1 warm-up, engines interleaved; "
+        "median (min-max)",
+        f"cpu {m['cpu']}, simd {m['simd']}, OpenMP {'on' if m['openmp'] else 'off'}{load}",
+        f"memory read bandwidth {_spread(bw['gb_per_s'], '.1f')} GB/s ({bw['passes']} passes over "
+        f"{bw['buffer_bytes'] / 2**30:.3g} GiB, {bw['method']})",
+        f"decode roofline: {roof['decode_bytes_per_token'] / 1e6:.1f} MB of weights per token -> "
+        f"{roof['tokens_per_s']:.1f} tokens/s (KV cache read at the last step, not counted: "
+        f"{roof['kv_cache_bytes_last_step'] / 1e6:.1f} MB)",
+        "",
+    ]
+    engines = list(report["engines"].values())
+    rows = [
+        ("prefill tokens/s", [_fmt_rate(e["prefill_tokens_per_s"]) for e in engines]),
+        ("time to first token ms", [_fmt_rate(e["time_to_first_token_ms"]) for e in engines]),
+        ("decode tokens/s", [_fmt_rate(e["decode_tokens_per_s"]) for e in engines]),
+        ("decode ms/token", [_fmt_rate(e["decode_ms_per_token"]) for e in engines]),
+        ("  of which argmax ms", [_spread(e["argmax_ms_per_token"], ".3f") for e in engines]),
+        ("decode / roofline", [f"{e['roofline_fraction']:.0%}" for e in engines]),
+        ("peak RSS MB", [_fmt_rss(e) for e in engines]),
+    ]
+    if any("vs_transformers" in e for e in engines):
+        for key, label in (("prefill", "prefill speed vs hf"), ("time_to_first_token", "first token speed vs hf"),
+                           ("decode", "decode speed vs hf")):
+            rows.append((label, [f"{e['vs_transformers'][key]:.2f}x" if "vs_transformers" in e else "-"
+                                 for e in engines]))
+    names = list(report["engines"])
+    headers = [n if e["kind"] == "transformers" else f"fastgpt {n}" for n, e in zip(names, engines)]
+    label_w = max(len(label) for label, _ in rows)
+    col_w = [max(len(h), *(len(cells[i]) for _, cells in rows)) for i, h in enumerate(headers)]
+    lines.append(" " * label_w + "".join(f"  {h:>{w}}" for h, w in zip(headers, col_w)))
+    for label, cells in rows:
+        lines.append(f"{label:<{label_w}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, col_w)))
+    lines.append("")
+    if report["tokens_identical"]:
+        lines.append(f"tokens identical: yes ({', '.join(names)}: the same {s['new_tokens']} tokens in every run)")
+    else:
+        lines.append(f"tokens identical: no ({report['tokens_mismatch']})")
+    if any(e["kind"] == "transformers" for e in engines):
+        lines.append("peak RSS: fastgpt's is the process peak after its warm-ups; transformers' is how much "
+                     "its model and warm-up raised that peak. Speed ratios: median over paired runs.")
+    return "\n".join(lines)
+
+
+# -- command line -------------------------------------------------------------------------------
+def resolve_backends(name: str) -> list[str]:
+    available = available_backends()
+    if name in ("all", "auto"):
+        return available
+    if name not in ENGINE_BACKENDS:
+        raise ValueError(f"--backend must be one of all, auto, {', '.join(ENGINE_BACKENDS)}, got {name!r}")
+    if name not in available:
+        from .kernels import import_error
+
+        raise ValueError(f"--backend {name}: fastgpt's compiled kernels are not built ({import_error()}); "
+                         "reinstall with a C compiler (`pip install .`) or use --backend numpy")
+    return [name]
+
+
+def cmd_bench(args) -> int:
+    backends = resolve_backends(args.backend)
+    if args.compare and not transformers_available():
+        raise ValueError("--compare transformers needs torch and transformers installed (pip install 'fastgpt[hf]')")
+    status = StatusLine()
+    t0 = time.perf_counter()
+    if args.random:
+        from .weights import random_weights
+
+        config = RANDOM_CONFIGS[args.random]
+        check_lengths(config, args.prompt_tokens, args.new_tokens, args.repeat)  # fail before a long build
+        status.show(f"building random {args.random} weights (seed {SEED})")
+        weights = random_weights(config, SEED)
+        source = f"random {args.random}, seed {SEED}"
+    else:
+        from .loaders.gpt2 import load_pretrained
+
+        status.show(f"loading {args.model}")
+        config, weights = load_pretrained(args.model)
+        source = str(args.model)
+    load_seconds = time.perf_counter() - t0
+    report = run_benchmark(config, weights, backends=backends, threads=args.threads,
+                           prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat,
+                           compare=args.compare, source=source, load_seconds=load_seconds, status=status)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_bench_parser(subparsers):
+    """Register ``bench`` on the CLI's subparsers; returns the subparser."""
+    from .cli import _positive_int  # imported here: cli imports this module to build its parser
+
+    p = subparsers.add_parser(
+        "bench", help="measure prefill and decode speed against the machine's memory-bandwidth limit",
+        description="Measure prefill and decode speed per backend, the machine's memory read bandwidth, and how "
+                    "close decode gets to the bandwidth bound; optionally against transformers on the same weights.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", "-m", metavar="DIR", help="a Hugging Face GPT-2 folder or a bundled model name")
+    src.add_argument("--random", choices=list(RANDOM_CONFIGS),
+                     help=f"a model with these shapes and random weights (seed {SEED}), built in memory")
+    p.add_argument("--backend", choices=("all", "auto") + ENGINE_BACKENDS, default="all",
+                   help="backends to measure; all/auto = every available one (default: all)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for kernels, BLAS, torch and the bandwidth probe (default: all cores)")
+    p.add_argument("--prompt-tokens", type=_positive_int, default=128, help="prompt length (default: 128)")
+    p.add_argument("--new-tokens", type=_positive_int, default=64, help="tokens to generate, >= 2 (default: 64)")
+    p.add_argument("--repeat", type=_positive_int, default=5,
+                   help="timed runs per engine after one warm-up (default: 5)")
+    p.add_argument("--compare", choices=("transformers",), default=None,
+                   help="also run GPT2LMHeadModel.generate on the same weights, interleaved")
+    p.add_argument("--json", metavar="FILE", help="also write every figure and the machine's details to FILE")
+    p.set_defaults(func=cmd_bench)
+    return p

@@ -1,0 +1,16 @@
+"""Run code written for other GPT-2 implementations on fastgpt by changing one import.
+
+- ``fastgpt.compat.picogpt``: jaymody/picoGPT's ``load_encoder_hparams_and_params``,
+  ``gpt2`` and ``generate`` (NumPy params in OpenAI's checkpoint layout).
+- ``fastgpt.compat.llms_from_scratch``: Sebastian Raschka's "Build a Large Language Model
+  (From Scratch)" ``GPTModel``, ``generate_text_simple`` and ``generate``.
+- ``fastgpt.compat.transformers``: ``GPT2Config``, ``GPT2LMHeadModel`` and
+  ``GPT2Tokenizer`` / ``GPT2TokenizerFast`` from (pytorch-)transformers.
+
+Each module maps the other library's names and layouts onto fastgpt's own ``Model``,
+``Generator`` and ``Tokenizer``: there is no second engine. None of them imports torch,
+transformers or TensorFlow (torch only to read a ``.pth`` file when asked to).
+The submodules are imported on demand, so ``import fastgpt.compat`` costs nothing.
+"""
+
+__all__ = ["picogpt", "llms_from_scratch", "transformers"]
