@@ -226,6 +226,25 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_perplexity(args) -> int:
+    from pathlib import Path
+
+    from .perplexity import perplexity
+
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    model, tok = load_model_and_tokenizer(args)
+    result = perplexity(model, tok, text, max_length=args.max_length, stride=args.stride)
+    print(f"perplexity {result.perplexity:.4f}  (mean NLL {result.mean_nll:.5f} nats over "
+          f"{result.scored_tokens} tokens, {result.windows} windows)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgpt", description="Fast, exact GPT-2 inference on the CPU.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a model's config, size, backend and threads")
     add_model_args(info)
     info.set_defaults(func=cmd_info)
+
+    ppl = sub.add_parser("perplexity", help="perplexity of a text file (sliding window)")
+    add_model_args(ppl)
+    ppl.add_argument("file", help="a UTF-8 text file")
+    ppl.add_argument("--max-length", type=_positive_int, default=None, help="window length (default: n_positions)")
+    ppl.add_argument("--stride", type=_positive_int, default=None,
+                     help="tokens between window starts (default: max length, no overlap)")
+    ppl.set_defaults(func=cmd_perplexity)
 
     from .bench import add_bench_parser
 
