@@ -25,9 +25,10 @@ CSRC = "csrc"
 # extension name -> the C files it links (each extension compiles only what it uses)
 MODULES = {
     "_elementwise": ["elementwise.c", "simd_dot.c"],
-    "_linear": ["simd_dot.c"],
+    "_linear": ["simd_dot.c", "gemm.c"],
     "_attention": ["attention.c", "simd_dot.c"],
     "_system": ["simd_dot.c"],
+    "_quant": ["quant.c", "gemm.c", "simd_dot.c"],
 }
 
 

@@ -9,7 +9,7 @@
 
 #define FG_SQRT_2_OVER_PI 0.7978845608028654f
 
-void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, ptrdiff_t n, float eps, float *out) {
+static void layer_norm_row_ref(const float *x, const float *g, const float *b, ptrdiff_t n, float eps, float *out) {
     /* Two passes in double: mean, then the variance of the centred values, as torch does,
      * so rows with a large mean do not lose the variance to cancellation. */
     double sum = 0.0;
@@ -22,6 +22,47 @@ void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, ptrdi
     }
     float rstd = (float)(1.0 / sqrt(sq / (double)n + (double)eps));
     for (ptrdiff_t k = 0; k < n; k++) out[k] = (x[k] - mean) * rstd * g[k] + b[k];
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+/* The same two passes with 16 float lanes (sums of at most n/16 terms per lane), then the
+ * lanes added in double: within a few ulps of the double reference for GPT-2 widths. */
+__attribute__((target("avx512f"))) static void layer_norm_row_avx512(const float *x, const float *g, const float *b,
+                                                                      ptrdiff_t n, float eps, float *out) {
+    __m512 s = _mm512_setzero_ps();
+    ptrdiff_t k = 0;
+    for (; k + 16 <= n; k += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(x + k));
+    double sum = _mm512_reduce_add_ps(s);
+    for (; k < n; k++) sum += x[k];
+    const float mean = (float)(sum / (double)n);
+    const __m512 mv = _mm512_set1_ps(mean);
+    __m512 q = _mm512_setzero_ps();
+    for (k = 0; k + 16 <= n; k += 16) {
+        __m512 c = _mm512_sub_ps(_mm512_loadu_ps(x + k), mv);
+        q = _mm512_fmadd_ps(c, c, q);
+    }
+    double sq = _mm512_reduce_add_ps(q);
+    for (; k < n; k++) sq += (double)(x[k] - mean) * (x[k] - mean);
+    const float rstd = (float)(1.0 / sqrt(sq / (double)n + (double)eps));
+    const __m512 rv = _mm512_set1_ps(rstd);
+    for (k = 0; k + 16 <= n; k += 16) {
+        __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + k), mv), rv);
+        _mm512_storeu_ps(out + k, _mm512_fmadd_ps(c, _mm512_loadu_ps(g + k), _mm512_loadu_ps(b + k)));
+    }
+    for (; k < n; k++) out[k] = (x[k] - mean) * rstd * g[k] + b[k];
+}
+#endif
+
+void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, ptrdiff_t n, float eps, float *out,
+                           int level) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (level >= FG_AVX512) {
+        layer_norm_row_avx512(x, g, b, n, eps, out);
+        return;
+    }
+#endif
+    (void)level;
+    layer_norm_row_ref(x, g, b, n, eps, out);
 }
 
 static inline float gelu_tanh_one(float v) {

@@ -27,6 +27,17 @@ void fg_linear_rows_f32(const float *w__oi, const float *b__o, const float *x__n
                         float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                         ptrdiff_t o_begin, ptrdiff_t o_end, int level);
 
+/* The prefill GEMM (csrc/gemm.c), in two steps so that threads can share the packed x:
+ * 1. pack panels [p_begin, p_end) of 16 rows of x into xp__pic[p][i][c] = x[16p + c, i]
+ *    (zeros past n_rows); xp holds ceil(n_rows / 16) * 16 * n_in floats, 64-byte aligned.
+ * 2. y[n, o] = b[o] + sum_i w[o, i] * x[n, i] for all n < n_rows and o in [o_begin, o_end).
+ * Each output is summed over i in order (one FMA chain), whatever the o range: splitting
+ * o across threads gives bitwise the same y. */
+void fg_gemm_pack_x_f32(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
+                        ptrdiff_t p_end, float *xp__pic, int level);
+void fg_gemm_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, const float *w__oi, const float *b__o,
+                 float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+
 /* Attention of one query over keys [first, last) of one head's cache, into out__d.
  * k__ld / v__ld rows are d apart; scores__l is scratch of at least `last` floats. */
 void fg_attend_one_f32(const float *q__d, const float *k__ld, const float *v__ld, ptrdiff_t d,
@@ -41,7 +52,7 @@ int fg_attend_four_f32(const float *q__4d, ptrdiff_t q_stride, const float *k__l
 
 /* Layer norm of one row (biased variance, as torch.nn.LayerNorm). */
 void fg_layer_norm_row_f32(const float *x__i, const float *g__i, const float *b__i, ptrdiff_t n_i,
-                           float eps, float *out__i);
+                           float eps, float *out__i, int level);
 
 /* Activations over a contiguous run, in place allowed (out == x). kind: see FG_ACT_*. */
 enum { FG_ACT_GELU_TANH = 0, FG_ACT_GELU_ERF = 1, FG_ACT_RELU = 2, FG_ACT_SILU = 3, FG_ACT_QUICK_GELU = 4 };
@@ -49,5 +60,38 @@ void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind, int le
 
 /* Sum of a buffer, read with the widest loads available: the memory-bandwidth probe. */
 double fg_read_sum_f32(const float *x, ptrdiff_t n, int level);
+
+/* ---- Quantized weights (csrc/quant.c; the formats are specified in fastgpt/quant.py) ----
+ * fmt FG_Q_BF16 / FG_Q_F16: w__oi is uint16 [out, in] (bfloat16 / IEEE half bits), s__ob NULL.
+ * fmt FG_Q_I8: w__oi is int8 [out, in], s__ob uint16 [out, in / 32] (float16 scale bits), and
+ * n_in % FG_Q8_BLOCK == 0. A weight's value is float32(w), or float32(q) * float32(scale). */
+#include <stdint.h>
+enum { FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2 };
+#define FG_Q8_BLOCK 32
+
+/* fg_simd_level(), lowered to AVX2 without AVX512BW/VL and to scalar without F16C. */
+int fg_quant_level(void);
+
+/* The fused dequantize-and-dot of decoding reads x prepared once per product (csrc/quant.c):
+ * fg_qprep_bytes() bytes of 64-byte aligned scratch (0: none needed), filled by fg_qprep_x(). */
+ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level);
+void fg_qprep_x(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep,
+                int level);
+
+/* y[r, o] = b[o] + sum_i W[o, i] * x[r, i] for o in [o_begin, o_end), r < n_rows (decode: few
+ * rows). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x with the same x. */
+void fg_qlinear_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const float *x__ni,
+                     ptrdiff_t x_stride, const void *prep, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows,
+                     ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+void fg_qlinear_rows_ref(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const float *x__ni,
+                         ptrdiff_t x_stride, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
+                         ptrdiff_t o_begin, ptrdiff_t o_end);
+
+/* out[o - o_begin, i] = W[o, i] for o in [o_begin, o_end): float32 tiles for the prefill GEMM,
+ * rows for the embedding lookup. Exactly quant.py's dequantize. */
+void fg_dequantize_rows(const void *w__oi, const uint16_t *s__ob, int fmt, ptrdiff_t n_in, ptrdiff_t o_begin,
+                        ptrdiff_t o_end, float *out__oi, int level);
+void fg_dequantize_rows_ref(const void *w__oi, const uint16_t *s__ob, int fmt, ptrdiff_t n_in, ptrdiff_t o_begin,
+                            ptrdiff_t o_end, float *out__oi);
 
 #endif

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 
 from . import _numpy_ops as ref
+from . import quant
+from .quant import QuantizedWeight
 from .threads import ThreadSettings
 
 BACKENDS = ("auto", "numpy", "cython")
@@ -36,6 +38,8 @@ class NumpyBackend:
         return ref.ACTIVATION_FUNCTIONS[kind](x, out)
 
     def linear(self, x, w, b, out):
+        if isinstance(w, QuantizedWeight):  # 16/8-bit weights: dequantize, then matmul (the spec)
+            return quant.linear_ref(x, w, b, out)
         return ref.linear(x, w, b, out)
 
     def attention(self, q, k_cache, v_cache, start, pos, out):

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import PRESETS, GPT2Config
+from .quant import dequantize_weights, weights_dtype
 from .weights import GPT2Weights
 
 #: The bandwidth probe's buffer: 1 GiB, far larger than any last-level cache. Tests shrink it.
@@ -251,7 +252,7 @@ class TransformersEngine:
 
         torch.set_num_threads(n_threads)
         self.torch = torch
-        self.model = hf_model_from_weights(config, weights)
+        self.model = hf_model_from_weights(config, dequantize_weights(weights))
 
         class ClockStreamer(BaseStreamer):
             def __init__(self):
@@ -412,6 +413,7 @@ def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads
 
     report["model"] = {"source": source, "config": config.to_dict(),
                        "parameters": config.num_parameters(weights.tied_head), "weight_bytes": weights.nbytes(),
+                       "dtype": weights_dtype(weights),
                        "tied_head": weights.tied_head, "load_seconds": load_seconds}
     bytes_per_token = decode_bytes_per_token(weights)
     roofline = report["bandwidth"]["gb_per_s"]["median"] * 1e9 / bytes_per_token
@@ -507,7 +509,7 @@ def format_report(report: dict) -> str:
     loaded = f", loaded in {model['load_seconds']:.1f} s" if model.get("load_seconds") is not None else ""
     lines = [
         f"fastgpt bench: {model['source']} ({model['parameters'] / 1e6:.1f}M parameters, "
-        f"{model['weight_bytes'] / 1e6:.1f} MB float32, {cfg['n_layer']} layers x {cfg['n_embd']} wide){loaded}",
+        f"{model['weight_bytes'] / 1e6:.1f} MB {model.get('dtype', 'float32')}, {cfg['n_layer']} layers x {cfg['n_embd']} wide){loaded}",
         f"prompt {s['prompt_tokens']} tokens -> {s['new_tokens']} new tokens (greedy, batch 1); "
         f"{_plural(s['threads'], 'thread')}; {_plural(s['repeat'], 'repeat')} after 1 warm-up, engines interleaved; "
         "median (min-max)",
@@ -587,6 +589,11 @@ def cmd_bench(args) -> int:
         status.show(f"loading {args.model}")
         config, weights = load_pretrained(args.model)
         source = str(args.model)
+    if args.dtype is not None:
+        from .quant import quantize_weights
+
+        status.show(f"quantizing to {args.dtype}")
+        weights = quantize_weights(weights, args.dtype)
     load_seconds = time.perf_counter() - t0
     report = run_benchmark(config, weights, backends=backends, threads=args.threads,
                            prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat,
@@ -623,6 +630,8 @@ def add_bench_parser(subparsers):
                    help="timed runs per engine after one warm-up (default: 5)")
     p.add_argument("--compare", choices=("transformers",), default=None,
                    help="also run GPT2LMHeadModel.generate on the same weights, interleaved")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8"), default=None,
+                   help="hold the weight matrices in this dtype (default: as loaded)")
     p.add_argument("--json", metavar="FILE", help="also write every figure and the machine's details to FILE")
     p.set_defaults(func=cmd_bench)
     return p

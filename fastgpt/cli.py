@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .backend import BACKENDS
+from .quant import DTYPES
 from .registry import DEFAULT_MODEL, bundled_models
 
 
@@ -43,6 +44,8 @@ def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> 
                         + ("" if model_required else f" (default: {DEFAULT_MODEL})"))
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="kernels to run (default: auto)")
     p.add_argument("--threads", type=_positive_int, default=None, help="threads for kernels and BLAS (default: all cores)")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="hold the weight matrices in this dtype (default: as stored: float32, or a converted folder's)")
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -92,7 +95,7 @@ def load_model_and_tokenizer(args):
     from .tokenizer import Tokenizer
 
     name = _model_name(args)
-    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads)
+    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads, dtype=args.dtype)
     return model, Tokenizer.from_pretrained(name)
 
 
@@ -275,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_bench_parser
 
     add_bench_parser(sub)
+
+    from .convert import add_convert_parser
+
+    add_convert_parser(sub)
     return parser
 
 

@@ -11,9 +11,12 @@ import numpy as np
 
 from .backend import NumpyBackend
 from .kernels import _attention, _elementwise, _linear
+from .kernels import _quant
+from .quant import QuantizedWeight
 
-# Up to this many rows the streaming matvec beats BLAS's GEMM: with few rows the product is
-# bound by reading w, and our kernel reads each weight row once for all rows of x.
+# Up to this many rows of x the streaming matvec beats the packed GEMM: with few rows the
+# product is bound by reading w, and the matvec reads each weight tile once for all rows with
+# no packing. Above it, _linear.gemm (AVX-512 or AVX2); BLAS only on CPUs with neither.
 MATVEC_MAX_ROWS = 8
 
 
@@ -33,9 +36,16 @@ class CythonBackend(NumpyBackend):
         return _elementwise.activation(kind, x, out, self.threads.num_threads)
 
     def linear(self, x, w, b, out):
-        if x.shape[0] > MATVEC_MAX_ROWS or w.dtype != np.float32:
+        # x: (N, in); w: (out, in) row-major; b: (out,) or None; out: (N, out).
+        if isinstance(w, QuantizedWeight):  # 16/8-bit weights: fused kernels (kernels/_quant.pyx)
+            return _quant.linear(x, w, b, out, self.threads.num_threads)
+        if w.dtype != np.float32:
             return super().linear(x, w, b, out)
-        return _linear.linear(x, w, b, out, self.threads.num_threads)
+        if x.shape[0] <= MATVEC_MAX_ROWS:
+            return _linear.linear(x, w, b, out, self.threads.num_threads)
+        if _linear.gemm_available():
+            return _linear.gemm(x, w, b, out, self.threads.num_threads)
+        return super().linear(x, w, b, out)
 
     def attention(self, q, k_cache, v_cache, start, pos, out):
         # Four score rows per thread: the prefill kernel scores four queries at once.

@@ -12,6 +12,7 @@ import numpy as np
 from .backend import select_backend
 from .config import GPT2Config
 from .kv_cache import CacheError, KVCache
+from .quant import QuantizedWeight, check_dtype, quantize_weights, weights_dtype
 from .weights import GPT2Weights
 
 
@@ -21,27 +22,42 @@ class TokenIdError(ValueError):
 
 class Model:
     def __init__(self, config: GPT2Config, weights: GPT2Weights, backend: str = "auto",
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, dtype: str | None = None):
+        """``dtype``: hold the matrices in "float32", "bfloat16", "float16" or "int8" (quantized
+        once, here; see fastgpt/quant.py). None keeps them as given (a converted folder's dtype)."""
         weights.validate(config)
+        if dtype is not None:
+            weights = quantize_weights(weights, dtype)
         self.config = config
         self.weights = weights
         self.backend = select_backend(backend, num_threads)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path, backend: str = "auto", num_threads: int | None = None) -> "Model":
-        """Load a Hugging Face GPT-2 folder (config.json + safetensors / pytorch_model.bin)."""
+    def from_pretrained(cls, path, backend: str = "auto", num_threads: int | None = None,
+                        dtype: str | None = None) -> "Model":
+        """Load a Hugging Face GPT-2 folder (config.json + safetensors / pytorch_model.bin), or
+        one written by ``fastgpt convert`` (memory-mapped in its own dtype)."""
         from .loaders.gpt2 import load_pretrained
 
+        if dtype is not None:
+            check_dtype(dtype)  # fail before a long load
         config, weights = load_pretrained(path)
-        return cls(config, weights, backend=backend, num_threads=num_threads)
+        return cls(config, weights, backend=backend, num_threads=num_threads, dtype=dtype)
 
     @classmethod
     def random(cls, config: GPT2Config, seed: int = 0, backend: str = "auto",
-               num_threads: int | None = None) -> "Model":
+               num_threads: int | None = None, dtype: str | None = None) -> "Model":
         from .weights import random_weights
 
-        return cls(config, random_weights(config, seed), backend=backend, num_threads=num_threads)
+        if dtype is not None:
+            check_dtype(dtype)
+        return cls(config, random_weights(config, seed), backend=backend, num_threads=num_threads, dtype=dtype)
+
+    @property
+    def dtype(self) -> str:
+        """What the matrices are held in: "float32", "bfloat16", "float16" or "int8"."""
+        return weights_dtype(self.weights)
 
     @property
     def num_threads(self) -> int:
@@ -124,7 +140,10 @@ class Model:
         np.maximum(positions, 0, out=positions)
         if pos + T > cfg.n_positions:
             raise CacheError(f"position {pos + T - 1} is beyond n_positions={cfg.n_positions}")
-        np.take(w.wte, ids.reshape(N), axis=0, out=x)              # (N, C)
+        if isinstance(w.wte, QuantizedWeight):
+            w.wte.dequantize_rows(ids.reshape(N), out=x)            # (N, C): only the rows needed
+        else:
+            np.take(w.wte, ids.reshape(N), axis=0, out=x)          # (N, C)
         np.take(w.wpe, positions.reshape(N), axis=0, out=h)        # (N, C)
         x += h
 

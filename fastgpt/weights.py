@@ -3,7 +3,8 @@
 Linear weights are ``[out, in]``. Attention's query/key/value projections are one fused
 ``[3C, C]`` matrix (one pass over x per token); checkpoints with separate Q/K/V matrices are
 concatenated once at load. Biases are optional (``None`` means no bias). ``lm_head`` is the
-same array as ``wte`` when the head is tied.
+same array as ``wte`` when the head is tied. The matrices (linear weights, ``wte``, ``lm_head``)
+may be ``QuantizedWeight`` (fastgpt/quant.py: bfloat16, float16, int8 blocks).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import dataclasses
 import numpy as np
 
 from .config import GPT2Config
+from .quant import QuantizedWeight
+
+#: Fields that may hold a QuantizedWeight (16/8-bit); norms, biases and wpe stay float32.
+QUANTIZABLE = ("wte", "lm_head", "attn_qkv_w", "attn_proj_w", "mlp_fc_w", "mlp_proj_w")
 
 
 @dataclasses.dataclass
@@ -63,6 +68,11 @@ class GPT2Weights:
                 if not optional:
                     problems.append(f"{name}: missing")
                 return
+            if isinstance(arr, QuantizedWeight):  # allowed for the matrices: see fastgpt/quant.py
+                if name.split(".")[-1] not in QUANTIZABLE:
+                    problems.append(f"{name}: must stay float32, got {arr.format} weights")
+                problems.extend(f"{name}: {p}" for p in arr.problems(shape))
+                return
             if not isinstance(arr, np.ndarray) or arr.dtype != np.float32:
                 problems.append(f"{name}: expected a float32 array, got {getattr(arr, 'dtype', type(arr))}")
             elif arr.shape != shape:
@@ -86,7 +96,8 @@ class GPT2Weights:
         if not self.tied_head:
             arrays.append(self.lm_head)
         for blk in self.blocks:
-            arrays.extend(a for a in dataclasses.astuple(blk) if a is not None)
+            # not dataclasses.astuple: it deep-copies every array
+            arrays.extend(a for a in (getattr(blk, f.name) for f in dataclasses.fields(blk)) if a is not None)
         return sum(a.nbytes for a in arrays)
 
 

@@ -3,8 +3,10 @@
 Tolerances (float32, inputs of unit scale):
 - ELEMENTWISE_ATOL: layer norm and activations differ only in rounding and in exp/erf
   implementations (libm vs NumPy): a few ulps of values of order 1.
-- DOT_RTOL: dot products of length n are summed in a different order than BLAS; the error
-  grows like sqrt(n) * eps * |x||w|, ~1e-6 relative for n = 3072.
+- DOT_RTOL: dot products of length n are summed in a different order than BLAS (the matvec
+  in 16 lane-wise partial sums joined by a tree, the GEMM in one FMA chain per output); the
+  error grows like sqrt(n) * eps * |x||w| for random signs (n * eps at worst), ~1e-6 relative
+  for n = 3072.
 """
 
 import numpy as np
@@ -64,26 +66,71 @@ def test_activation(cy, kind, shape):
     np.testing.assert_array_equal(inplace, got)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8])
-@pytest.mark.parametrize("n_in,n_out", [(1, 1), (3, 7), (7, 3), (63, 65), (65, 63), (1023, 5), (768, 2304), (3072, 768)])
+# Rows: the matvec's tiles (1-3 rows, chunks of <= 6) and the GEMM's 16-row panels and
+# 2-panel groups with partial last panels; (in, out): masked K tails and partial output tiles.
+LINEAR_ROWS = [1, 2, 3, 5, 8, 16, 17, 64, 129, 512]
+LINEAR_SHAPES = [(1, 1), (3, 7), (7, 3), (63, 65), (65, 63), (1023, 5), (768, 2304), (3072, 768)]
+
+
+def linear_reference(x, w, b):
+    want = x.astype(np.float64) @ w.astype(np.float64).T                 # (N, O)
+    return (want if b is None else want + b).astype(np.float32)
+
+
+@pytest.mark.parametrize("rows", LINEAR_ROWS)
+@pytest.mark.parametrize("n_in,n_out", LINEAR_SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear(cy, rows, n_in, n_out, bias):
+    if rows * n_in * n_out > 2e8 and cy.threads.num_threads == 1:
+        pytest.skip("largest products run with 2 threads only, to keep the suite fast")
     rng = np.random.default_rng(n_in * 7 + n_out + rows)
     x, w = rand(rng, rows, n_in), rand(rng, n_out, n_in)
     b = rand(rng, n_out) if bias else None
-    want = (x.astype(np.float64) @ w.astype(np.float64).T + (0 if b is None else b)).astype(np.float32)
+    want = linear_reference(x, w, b)
     got = cy.linear(x, w, b, np.empty((rows, n_out), np.float32))
     assert_close(got, want, 1e-6, DOT_RTOL, what=f"linear {rows}x{n_in}->{n_out}")
 
 
-def test_linear_is_bitwise_identical_across_thread_counts():
+@pytest.mark.parametrize("kernel", ["linear", "gemm"])
+@pytest.mark.parametrize("level", [0, 1, 2], ids=["scalar", "avx2", "avx512"])
+@pytest.mark.parametrize("rows", [1, 3, 8, 17, 40, 47])
+@pytest.mark.parametrize("n_in,n_out", [(7, 3), (65, 63), (1023, 17), (768, 40)])
+def test_linear_kernels_at_every_simd_level(kernel, level, rows, n_in, n_out):
+    """Both kernels at any N (whichever the backend picks), and the AVX2/scalar fallbacks.
+    gemm rows: 17 and 40 = panels + a matvec tail; 47 = a 2-panel group, a lone padded panel."""
+    from fastgpt.kernels import _linear, _system
+
+    if level > _system.simd_level():
+        pytest.skip(f"this CPU has no {_system.SIMD_NAMES[level]}")
+    rng = np.random.default_rng(rows * 1000 + n_in + n_out)
+    x, w, b = rand(rng, rows, n_in), rand(rng, n_out, n_in), rand(rng, n_out)
+    got = getattr(_linear, kernel)(x, w, b, np.empty((rows, n_out), np.float32), 2, level)
+    assert_close(got, linear_reference(x, w, b), 1e-6, DOT_RTOL, what=f"{kernel} level {level} {rows}x{n_in}->{n_out}")
+
+
+@pytest.mark.parametrize("rows,n_in,n_out", [(2, 768, 3072), (8, 65, 1023), (16, 768, 2304), (129, 3072, 777)])
+def test_linear_is_bitwise_identical_across_thread_counts(rows, n_in, n_out):
     from fastgpt.cython_backend import CythonBackend
 
-    rng = np.random.default_rng(0)
-    x, w, b = rand(rng, 2, 768), rand(rng, 3072, 768), rand(rng, 3072)
-    one = CythonBackend(ThreadSettings(1)).linear(x, w, b, np.empty((2, 3072), np.float32))
-    two = CythonBackend(ThreadSettings(2)).linear(x, w, b, np.empty((2, 3072), np.float32))
+    rng = np.random.default_rng(rows)
+    x, w, b = rand(rng, rows, n_in), rand(rng, n_out, n_in), rand(rng, n_out)
+    one = CythonBackend(ThreadSettings(1)).linear(x, w, b, np.empty((rows, n_out), np.float32))
+    two = CythonBackend(ThreadSettings(2)).linear(x, w, b, np.empty((rows, n_out), np.float32))
     np.testing.assert_array_equal(one, two)
+
+
+def test_linear_accepts_read_only_weights(cy, tmp_path):
+    """Weights may be a read-only memory map (the loaders map safetensors files)."""
+    rng = np.random.default_rng(5)
+    w, b = rand(rng, 65, 63), rand(rng, 65)
+    path = tmp_path / "w.npy"
+    np.save(path, w)
+    w_map = np.load(path, mmap_mode="r")
+    assert not w_map.flags.writeable
+    for rows in (1, 8, 17):
+        x = rand(rng, rows, 63)
+        got = cy.linear(x, w_map, b, np.empty((rows, 65), np.float32))
+        assert_close(got, linear_reference(x, w, b), 1e-6, DOT_RTOL, what=f"read-only w, {rows} rows")
 
 
 def test_linear_rejects_mismatched_shapes(cy):
@@ -94,6 +141,11 @@ def test_linear_rejects_mismatched_shapes(cy):
         _linear.linear(x, w, None, np.empty((1, 4), np.float32))
     with pytest.raises(ValueError, match="out must have shape"):
         _linear.linear(x, np.ones((4, 8), np.float32), None, np.empty((2, 4), np.float32))
+    with pytest.raises(ValueError, match="features"):
+        _linear.gemm(np.ones((20, 8), np.float32), w, None, np.empty((20, 4), np.float32))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        _linear.gemm(np.ones((20, 8), np.float32), np.ones((4, 8), np.float32), np.ones(5, np.float32),
+                     np.empty((20, 4), np.float32))
 
 
 # (B, T, H, D, pos, S): cache empty (pos 0), partly filled, and filled to capacity by this call.

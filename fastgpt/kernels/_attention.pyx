@@ -13,6 +13,7 @@ from ._openmp cimport fg_thread_id
 include "_check.pxi"
 
 cdef int SIMD_LEVEL = fg_simd_level()
+cdef Py_ssize_t MIN_PARALLEL_MACS = 1 << 16
 
 
 def attention(const float[:, :, :, :] q, const float[:, :, :, ::1] k_cache,
@@ -44,6 +45,9 @@ def attention(const float[:, :, :, :] q, const float[:, :, :, ::1] k_cache,
     scale = 1.0 / sqrt(<double>D)
     n_blocks = (T + 3) // 4
     n_items = B * H * n_blocks
+    # Small problems (a tiny model, a short cache) are not worth waking a second thread for.
+    if B * H * T * (pos + T) * D < MIN_PARALLEL_MACS:
+        n_threads = 1
     with nogil:
         for item in prange(n_items, num_threads=n_threads, schedule="static"):
             t0 = (item % n_blocks) * 4

@@ -11,3 +11,15 @@ cdef inline int check_threads(int n_threads) except -1:
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     return n_threads
+
+
+cdef inline const float *check_out_and_bias(str name, Py_ssize_t n, Py_ssize_t n_out, const float[::1] b,
+                                            float[:, ::1] out) except? NULL:
+    """A linear op's output shape (N, O) and optional bias (O,); returns the bias pointer or NULL."""
+    if out.shape[0] != n or out.shape[1] != n_out:
+        raise ValueError(f"{name}: out must have shape ({n}, {n_out}), got ({out.shape[0]}, {out.shape[1]})")
+    if b is None:
+        return NULL
+    if b.shape[0] != n_out:
+        raise ValueError(f"{name}: bias must have shape ({n_out},), got ({b.shape[0]},)")
+    return &b[0]

@@ -1,11 +1,16 @@
 # Declarations of the C inner loops in csrc/ (see csrc/fastgpt_kernels.h for their contracts).
 cdef extern from "fastgpt_kernels.h" nogil:
     int FG_ACT_GELU_TANH, FG_ACT_GELU_ERF, FG_ACT_RELU, FG_ACT_SILU, FG_ACT_QUICK_GELU
+    int FG_SCALAR, FG_AVX2, FG_AVX512
     int fg_simd_level()
     float fg_dot_f32(const float *a, const float *b, Py_ssize_t n, int level)
     void fg_linear_rows_f32(const float *w, const float *b, const float *x, Py_ssize_t x_stride,
                             float *y, Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
                             Py_ssize_t o_begin, Py_ssize_t o_end, int level)
+    void fg_gemm_pack_x_f32(const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
+                            Py_ssize_t p_begin, Py_ssize_t p_end, float *xp, int level)
+    void fg_gemm_f32(const float *xp, Py_ssize_t n_rows, Py_ssize_t n_in, const float *w, const float *b,
+                     float *y, Py_ssize_t y_stride, Py_ssize_t o_begin, Py_ssize_t o_end, int level)
     void fg_attend_one_f32(const float *q, const float *k, const float *v, Py_ssize_t d,
                            Py_ssize_t first, Py_ssize_t last, float scale, float *scores,
                            float *out, int level)
@@ -14,6 +19,22 @@ cdef extern from "fastgpt_kernels.h" nogil:
                            float *scores, Py_ssize_t s_stride, float *out, Py_ssize_t out_stride,
                            int level)
     void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, Py_ssize_t n,
-                               float eps, float *out)
+                               float eps, float *out, int level)
     void fg_activation_f32(const float *x, float *out, Py_ssize_t n, int kind, int level)
     double fg_read_sum_f32(const float *x, Py_ssize_t n, int level)
+
+# Quantized weights (csrc/quant.c, fastgpt/quant.py).
+cdef extern from "fastgpt_kernels.h" nogil:
+    int FG_Q_BF16, FG_Q_F16, FG_Q_I8, FG_Q8_BLOCK
+    int fg_quant_level()
+    Py_ssize_t fg_qprep_bytes(int fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int level)
+    void fg_qprep_x(int fmt, const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in, void *prep,
+                    int level)
+    void fg_qlinear_rows(const void *w, const unsigned short *s, int fmt, const float *b, const float *x,
+                         Py_ssize_t x_stride, const void *prep, float *y, Py_ssize_t y_stride, Py_ssize_t n_rows,
+                         Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end, int level)
+    void fg_qlinear_rows_ref(const void *w, const unsigned short *s, int fmt, const float *b, const float *x,
+                             Py_ssize_t x_stride, float *y, Py_ssize_t y_stride, Py_ssize_t n_rows,
+                             Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end)
+    void fg_dequantize_rows(const void *w, const unsigned short *s, int fmt, Py_ssize_t n_in, Py_ssize_t o_begin,
+                            Py_ssize_t o_end, float *out, int level)

@@ -25,7 +25,7 @@ def layer_norm(const float[:, ::1] x, const float[::1] g, const float[::1] b, fl
         n_threads = 1
     with nogil:
         for r in prange(n, num_threads=n_threads, schedule="static"):
-            fg_layer_norm_row_f32(&x[r, 0], &g[0], &b[0], c, eps, &out[r, 0])
+            fg_layer_norm_row_f32(&x[r, 0], &g[0], &b[0], c, eps, &out[r, 0], SIMD_LEVEL)
     return out.base
 
 

@@ -112,6 +112,10 @@ def load_pretrained(path) -> tuple[GPT2Config, GPT2Weights]:
     from .files import load_checkpoint_tensors
 
     folder = resolve_model_path(path)
+    from ..convert import is_converted, load_converted  # here: convert imports the loaders
+
+    if is_converted(folder):  # written by `fastgpt convert`: fastgpt's layout and dtype, mapped as is
+        return load_converted(folder)
     config = GPT2Config.from_pretrained(folder)
     tensors = load_checkpoint_tensors(folder)
     return config, weights_from_hf_state_dict(tensors, config, source=str(folder))

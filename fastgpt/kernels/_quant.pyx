@@ -1,0 +1,201 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""out (N, O) = x (N, I) @ W.T + b with W a QuantizedWeight (bfloat16, float16 or int8 blocks).
+
+- N <= DECODE_MAX_ROWS (decoding): the fused dequantize-and-dot of csrc/quant.c, parallel over
+  bands of output rows like _linear.linear. No float32 copy of W exists at any point.
+- More rows (prefill): each thread dequantizes a tile of W's rows into its own float32 scratch
+  (sized to stay in L2) and runs the float32 GEMM of csrc/gemm.c on it, against x packed once
+  and shared. The dequantization is O(O * I) against the GEMM's O(N * O * I). Without AVX2
+  the tile goes through NumPy's matmul (BLAS) instead.
+
+Weights arrive as the arrays of a fastgpt.quant.QuantizedWeight; every extent is checked here
+before the GIL is released.
+"""
+import numpy as np
+
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport uintptr_t
+from libc.stdlib cimport free
+
+from ._csrc cimport (FG_AVX2, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_dequantize_rows, fg_gemm_f32,
+                     fg_gemm_pack_x_f32, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes, fg_qprep_x,
+                     fg_quant_level)
+
+from ._openmp cimport fg_thread_id
+
+cdef extern from "<stdlib.h>" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
+
+include "_check.pxi"
+
+
+cdef int QUANT_LEVEL = fg_quant_level()
+#: Up to this many rows of x the fused matvec runs; above, dequantized tiles + GEMM.
+DECODE_MAX_ROWS = 8
+# Rows of w per scheduling unit of the matvec: a multiple of its 8-row tile.
+cdef Py_ssize_t ROW_BLOCK = 64
+# Rows of x per packed panel (csrc/gemm.c) and the float32 bytes of one dequantized tile of w:
+# it stays in L2 while every panel group of x passes over it (as _linear.gemm's blocks).
+cdef Py_ssize_t PANEL = 16
+cdef Py_ssize_t TILE_BYTES = 256 * 1024
+# Rows per tile on the BLAS fallback (no AVX2): big enough for BLAS to be efficient.
+cdef Py_ssize_t BLAS_TILE_ROWS = 1024
+
+FORMAT_CODES = {"bfloat16": FG_Q_BF16, "float16": FG_Q_F16, "int8": FG_Q_I8}
+
+
+def quant_level():
+    """The SIMD level the quantized kernels use (0 scalar, 1 AVX2+FMA+F16C, 2 AVX-512)."""
+    return QUANT_LEVEL
+
+
+cdef int check_weight(object w, Py_ssize_t n_in, const void **wp, const unsigned short **sp) except -1:
+    """Check w's arrays (format, dtypes, shapes) against n_in; set the data / scale pointers."""
+    cdef const unsigned short[:, ::1] w16
+    cdef const signed char[:, ::1] w8
+    cdef const unsigned short[:, ::1] s16
+    fmt = FORMAT_CODES.get(w.format)
+    if fmt is None:
+        raise ValueError(f"unknown quantized format {w.format!r}; expected one of {', '.join(FORMAT_CODES)}")
+    data = w.data
+    if data.ndim != 2 or data.shape[1] != n_in:
+        raise ValueError(f"x has {n_in} features but the weight has shape {data.shape}; it must be [out, in]")
+    sp[0] = NULL
+    if fmt == FG_Q_I8:
+        w8 = data                                       # dtype int8, C-contiguous, or TypeError/ValueError
+        if n_in % FG_Q8_BLOCK:
+            raise ValueError(f"int8 weights need the input width to be a multiple of {FG_Q8_BLOCK}, got {n_in}")
+        s16 = w.scales
+        if s16.shape[0] != data.shape[0] or s16.shape[1] != n_in // FG_Q8_BLOCK:
+            raise ValueError(f"int8 scales must have shape ({data.shape[0]}, {n_in // FG_Q8_BLOCK}), "
+                             f"got ({s16.shape[0]}, {s16.shape[1]})")
+        wp[0] = &w8[0, 0] if w8.shape[0] > 0 else NULL
+        if s16.shape[0] > 0 and s16.shape[1] > 0:
+            sp[0] = &s16[0, 0]
+    else:
+        w16 = data
+        wp[0] = &w16[0, 0] if w16.shape[0] > 0 and n_in > 0 else NULL
+    return fmt
+
+
+def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] out, int n_threads=1,
+           int max_level=2, bint reference=False):
+    """out (N, O) = x (N, I) @ w.dequantize().T + b (O,) [b may be None]; returns out.
+
+    w: a fastgpt.quant.QuantizedWeight (anything with .format, .data, .scales). max_level caps
+    the SIMD level (0 scalar, 1 AVX2, 2 AVX-512) and reference=True runs the scalar *_ref loop:
+    both for testing the fallbacks.
+    """
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.data.shape[0]
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
+    cdef Py_ssize_t blk, n_blocks, o0, o1, prep_bytes
+    cdef void *prep = NULL
+    cdef const void *wp = NULL
+    cdef const unsigned short *sp = NULL
+    cdef int fmt = check_weight(w, n_in, &wp, &sp)
+    cdef int level = min(QUANT_LEVEL, max_level)
+    cdef const float *bias = check_out_and_bias("quantized linear", x.shape[0], n_out, b, out)
+    check_threads(n_threads)
+    if n == 0 or n_out == 0:
+        return out.base
+    if n_in == 0:  # empty sums: out is the bias alone
+        np.asarray(out)[...] = 0 if b is None else np.asarray(b)
+        return out.base
+    if n > DECODE_MAX_ROWS and not reference:
+        return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias)
+    n_blocks = (n_out + ROW_BLOCK - 1) // ROW_BLOCK
+    # x prepared once for all threads (csrc/quant.c): a few KB, from malloc's free lists
+    prep_bytes = 0 if reference else fg_qprep_bytes(fmt, n, n_in, level)
+    if prep_bytes > 0:
+        prep = aligned_alloc(64, prep_bytes)
+        if prep == NULL:
+            raise MemoryError(f"could not allocate {prep_bytes} bytes for the prepared x")
+    try:
+        with nogil:
+            if prep != NULL:
+                fg_qprep_x(fmt, &x[0, 0], xs, n, n_in, prep, level)
+            for blk in prange(n_blocks, num_threads=n_threads, schedule="static"):
+                o0 = blk * ROW_BLOCK
+                o1 = min(o0 + ROW_BLOCK, n_out)
+                if reference:
+                    fg_qlinear_rows_ref(wp, sp, fmt, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1)
+                else:
+                    fg_qlinear_rows(wp, sp, fmt, bias, &x[0, 0], xs, prep, &out[0, 0], ys, n, n_in, o0, o1, level)
+    finally:
+        free(prep)
+    return out.base
+
+
+cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] out, int n_threads,
+                     int level, int fmt, const void *wp, const unsigned short *sp, const float *bias):
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = out.shape[1]
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
+    cdef Py_ssize_t n_panels, p, t, n_tiles, tile_rows, tile_floats, o0, o1
+    cdef float[::1] buf
+    cdef float *xp
+    cdef float *tiles
+    cdef float *tile
+    if level < FG_AVX2:
+        return _prefill_blas(x, w, b, out, n_threads, level, fmt, wp, sp)
+    n_panels = (n + PANEL - 1) // PANEL
+    tile_rows = max(PANEL, (TILE_BYTES // (n_in * sizeof(float))) // PANEL * PANEL)
+    tile_floats = (tile_rows * n_in + PANEL - 1) // PANEL * PANEL            # keeps each tile 64-byte aligned
+    n_tiles = (n_out + tile_rows - 1) // tile_rows
+    # xp (panels, I, 16), then one float32 tile of w per thread; the GEMM's loads of xp are aligned
+    # (allocated per call: a module-level buffer would be shared by concurrent callers)
+    buf = np.empty(n_panels * PANEL * n_in + n_threads * tile_floats + PANEL, np.float32)
+    xp = &buf[((-<uintptr_t>&buf[0]) % 64) // sizeof(float)]
+    tiles = xp + n_panels * PANEL * n_in
+    with nogil:
+        for p in prange(n_panels, num_threads=n_threads, schedule="static"):
+            fg_gemm_pack_x_f32(&x[0, 0], xs, n, n_in, p, p + 1, xp, level)
+        for t in prange(n_tiles, num_threads=n_threads, schedule="dynamic"):
+            tile = tiles + fg_thread_id() * tile_floats
+            o0 = t * tile_rows
+            o1 = min(o0 + tile_rows, n_out)
+            fg_dequantize_rows(wp, sp, fmt, n_in, o0, o1, tile, level)
+            fg_gemm_f32(xp, n, n_in, tile, bias + o0 if bias != NULL else NULL, &out[0, 0] + o0, ys,
+                        0, o1 - o0, level)
+    return out.base
+
+
+cdef object _prefill_blas(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] out, int n_threads,
+                          int level, int fmt, const void *wp, const unsigned short *sp):
+    """Without AVX2: dequantize tiles of rows (in parallel) and let BLAS multiply them."""
+    cdef Py_ssize_t n_in = x.shape[1], n_out = out.shape[1], tile_rows = min(BLAS_TILE_ROWS, n_out)
+    cdef Py_ssize_t o0, o1, blk, n_blocks, r0, r1
+    cdef float[:, ::1] tile = np.empty((tile_rows, n_in), np.float32)
+    xa, outa = np.asarray(x), np.asarray(out)
+    for o0 in range(0, n_out, tile_rows):
+        o1 = min(o0 + tile_rows, n_out)
+        n_blocks = (o1 - o0 + ROW_BLOCK - 1) // ROW_BLOCK
+        with nogil:
+            for blk in prange(n_blocks, num_threads=n_threads, schedule="static"):
+                r0 = o0 + blk * ROW_BLOCK
+                r1 = min(r0 + ROW_BLOCK, o1)
+                fg_dequantize_rows(wp, sp, fmt, n_in, r0, r1, &tile[r0 - o0, 0], level)
+        np.matmul(xa, np.asarray(tile)[: o1 - o0].T, out=outa[:, o0:o1])
+    if b is not None:
+        outa += np.asarray(b)
+    return out.base
+
+
+def dequantize_rows(object w, const long long[::1] ids, float[:, ::1] out, int max_level=2):
+    """out[r] = row ids[r] of w, in float32: the embedding lookup. ids must be in range."""
+    cdef Py_ssize_t n = ids.shape[0], n_in = w.data.shape[1], n_rows = w.data.shape[0], r, i
+    cdef const void *wp = NULL
+    cdef const unsigned short *sp = NULL
+    cdef int fmt = check_weight(w, n_in, &wp, &sp)
+    cdef int level = min(QUANT_LEVEL, max_level)
+    if out.shape[0] != n or out.shape[1] != n_in:
+        raise ValueError(f"out must have shape ({n}, {n_in}), got ({out.shape[0]}, {out.shape[1]})")
+    for r in range(n):
+        if ids[r] < 0 or ids[r] >= n_rows:
+            raise IndexError(f"row {ids[r]} is out of range for a weight with {n_rows} rows")
+    if n_in == 0:
+        return out.base
+    with nogil:
+        for r in range(n):
+            i = ids[r]
+            fg_dequantize_rows(wp, sp, fmt, n_in, i, i + 1, &out[r, 0], level)
+    return out.base

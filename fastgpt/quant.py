@@ -1,0 +1,299 @@
+"""16-bit and 8-bit weight formats: the NumPy reference quantize / dequantize (the spec).
+
+Decoding reads every weight once per token, so it is bound by memory bandwidth: weights
+held in 2 bytes (bfloat16, float16) or ~1 byte (int8 blocks) decode 2x / 3.8x faster than
+float32. Only the linear weights, the token embedding ``wte`` and the (tied) LM head are
+stored this way; layer norms, biases, the position table, activations and the KV cache stay
+float32. The compiled kernels (csrc/quant.c, fastgpt/kernels/_quant.pyx) dequantize inside
+the matrix-vector product and are tested against ``linear_ref`` below.
+
+Formats (a ``QuantizedWeight`` of shape (out, in), row-major like every linear weight):
+
+- ``bfloat16``: ``data`` uint16 (out, in), the top half of each float32, rounded to nearest
+  even (bit for bit what ``torch.Tensor.to(torch.bfloat16)`` does). Widening back is exact.
+- ``float16``: ``data`` uint16 (out, in), IEEE half bits from ``astype(np.float16)`` (round to
+  nearest even). Values beyond float16's range (65504) are an error, not inf.
+- ``int8``: ``data`` int8 (out, in) and ``scales`` uint16 (out, in / 32) holding float16 bits:
+  one scale per block of 32 consecutive input weights of a row (llama.cpp's q8_0 layout, with
+  the scales in their own array). Symmetric absmax: scale = absmax / 127 rounded *up* to a
+  float16, q = rint(w / scale) in [-127, 127], so |w - q * scale| <= scale / 2 always (rounding
+  the scale up means no value is ever clipped). The value is float32(q) * float32(scale), one
+  float32 multiply: the kernels compute exactly the same products. float16 scales cost 2
+  bytes per 32 weights (1.0625 bytes per weight, 6% less traffic than float32 scales); blocks
+  whose absmax is below ~1e-2 get subnormal scales, whose coarser steps are still far below
+  the int8 step of ordinary blocks. ``in`` must be a multiple of 32 (GPT-2's 768, 1024, 1280,
+  1600 and 4x those all are); other widths raise QuantizationError (use a 16-bit format).
+
+Non-goals: activation quantization, asymmetric or 4-bit formats, per-tensor scales.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+#: Every dtype a model can hold its weights in; "float32" means unquantized.
+DTYPES = ("float32", "bfloat16", "float16", "int8")
+#: The quantized ones (QuantizedWeight.format).
+FORMATS = ("bfloat16", "float16", "int8")
+#: Input weights per int8 scale.
+INT8_BLOCK = 32
+_INT8_MAX = 127
+_F16_MAX = 65504.0
+
+#: Format name -> the code the C kernels use (csrc/fastgpt_kernels.h, FG_Q_*).
+FORMAT_CODES = {"bfloat16": 0, "float16": 1, "int8": 2}
+
+
+class QuantizationError(ValueError):
+    """An unknown dtype, or weights that cannot be stored in the requested format."""
+
+
+def check_dtype(dtype) -> str:
+    """Return ``dtype`` if it is a supported weight dtype name, else raise QuantizationError."""
+    if dtype not in DTYPES:
+        raise QuantizationError(
+            f"unknown weight dtype {dtype!r}; supported: {', '.join(repr(d) for d in DTYPES)}"
+        )
+    return dtype
+
+
+# -- element formats -------------------------------------------------------------------------------
+def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) of float32 ``x``, rounded to nearest, ties to even.
+
+    Adding 0x7FFF plus the lowest kept bit to the float32 bits and dropping the low half rounds
+    the mantissa to nearest even; a carry into the exponent is the correct rounding up to the
+    next binade (and to inf past bfloat16's maximum). NaN becomes the canonical quiet 0x7FC0,
+    as in torch (adding to a NaN's bits could otherwise turn it into inf).
+    """
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    lsb = (bits >> 16) & 1
+    out = ((bits + (np.uint32(0x7FFF) + lsb)) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        out[nan] = 0x7FC0
+    return out
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bfloat16 bit patterns: the bits become the top half. Exact."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def f16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    return np.asarray(bits, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+#: Alignment of quantized arrays: a 64-byte weight row that straddles two cache lines costs
+#: the 16-bit decode loops ~20% (measured in cache); NumPy's large arrays are only 16-aligned.
+ALIGN = 64
+
+
+def aligned(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself if its data is ALIGN-byte aligned and C-contiguous, else an aligned copy."""
+    if arr.flags.c_contiguous and arr.ctypes.data % ALIGN == 0:
+        return arr
+    buf = np.empty(arr.nbytes + ALIGN, np.uint8)
+    start = -buf.ctypes.data % ALIGN
+    out = buf[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+def _int8_scales(absmax: np.ndarray) -> np.ndarray:
+    """float16 scales (as float16) >= absmax / 127 and as close to it as float16 allows."""
+    s32 = absmax / np.float32(_INT8_MAX)                         # (O, B) float32
+    s16 = s32.astype(np.float16)
+    low = s16.astype(np.float32) < s32                           # rounded down: bump one ulp up
+    if low.any():
+        s16[low] = np.nextafter(s16[low], np.float16(np.inf))
+    return s16
+
+
+# -- the weight type ---------------------------------------------------------------------------------
+@dataclasses.dataclass(eq=False)
+class QuantizedWeight:
+    """A linear weight (or embedding table) of shape (out, in) in a 16- or 8-bit format.
+
+    ``data``: uint16 (16-bit formats) or int8 (int8) of shape (out, in); ``scales``: uint16
+    float16 bits of shape (out, in / 32) for int8, else None. Arrays may be read-only
+    memory-mapped views (a converted file). See the module docstring for the formats.
+    """
+
+    format: str
+    data: np.ndarray
+    scales: np.ndarray | None = None
+
+    def __post_init__(self):
+        problems = self.problems()
+        if problems:
+            raise QuantizationError("invalid QuantizedWeight: " + "; ".join(problems))
+
+    def problems(self, shape: tuple | None = None) -> list[str]:
+        """What is wrong with this weight (or with it standing for an array of ``shape``)."""
+        if self.format not in FORMATS:
+            return [f"format {self.format!r} is not one of {', '.join(FORMATS)}"]
+        want = np.int8 if self.format == "int8" else np.uint16
+        d, s = self.data, self.scales
+        if not isinstance(d, np.ndarray) or d.dtype != want or d.ndim != 2:
+            return [f"{self.format} data must be a 2-d {np.dtype(want)} array, got "
+                    f"{getattr(d, 'dtype', type(d))} {getattr(d, 'shape', '')}"]
+        problems = []
+        if not d.flags.c_contiguous:
+            problems.append("data is not C-contiguous")
+        if shape is not None and d.shape != tuple(shape):
+            problems.append(f"shape {d.shape}, expected {tuple(shape)}")
+        if self.format == "int8":
+            n_blocks = d.shape[1] // INT8_BLOCK
+            if d.shape[1] % INT8_BLOCK:
+                problems.append(f"int8 needs the input width to be a multiple of {INT8_BLOCK}, got {d.shape[1]}")
+            elif not isinstance(s, np.ndarray) or s.dtype != np.uint16 or s.shape != (d.shape[0], n_blocks):
+                problems.append(f"int8 scales must be a uint16 (float16 bits) array of shape "
+                                f"{(d.shape[0], n_blocks)}, got {getattr(s, 'dtype', type(s))} {getattr(s, 'shape', '')}")
+            elif not s.flags.c_contiguous:
+                problems.append("scales are not C-contiguous")
+        elif s is not None:
+            problems.append(f"{self.format} weights have no scales")
+        return problems
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + (0 if self.scales is None else self.scales.nbytes)
+
+    def __repr__(self):
+        return f"QuantizedWeight({self.format}, shape={self.shape}, {self.nbytes / 1e6:.2f} MB)"
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 (out, in) array these weights stand for."""
+        return self.dequantize_rows(slice(None))
+
+    def dequantize_rows(self, idx, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 rows ``idx`` (an index array, or a slice): the embedding lookup."""
+        d = self.data[idx]                                       # (N, I)
+        if self.format == "bfloat16":
+            rows = bf16_bits_to_float32(d)
+        elif self.format == "float16":
+            rows = f16_bits_to_float32(d)
+        else:
+            n, i = d.shape
+            s = f16_bits_to_float32(self.scales[idx])            # (N, I / 32)
+            rows = (d.reshape(n, i // INT8_BLOCK, INT8_BLOCK).astype(np.float32) * s[:, :, None]).reshape(n, i)
+        if out is None:
+            return rows
+        out[...] = rows
+        return out
+
+
+def quantize(w: np.ndarray, fmt: str, name: str = "weight") -> QuantizedWeight:
+    """Quantize a float32 (out, in) array to ``fmt``; ``name`` goes into error messages."""
+    if fmt not in FORMATS:
+        check_dtype(fmt)
+        raise QuantizationError(f"{name}: {fmt!r} is not a quantized format; expected one of {', '.join(FORMATS)}")
+    w = np.asarray(w)
+    if w.dtype != np.float32 or w.ndim != 2:
+        raise QuantizationError(f"{name}: expected a 2-d float32 array, got {w.dtype} of shape {w.shape}")
+    finite = np.isfinite(w)
+    if not finite.all():
+        r, c = np.argwhere(~finite)[0]
+        raise QuantizationError(f"{name}: value {w[r, c]} at [{r}, {c}] is not finite; cannot quantize")
+    if fmt == "bfloat16":
+        return QuantizedWeight(fmt, aligned(float32_to_bf16_bits(w)))
+    if fmt == "float16":
+        big = np.abs(w) > _F16_MAX
+        if big.any():
+            r, c = np.argwhere(big)[0]
+            raise QuantizationError(f"{name}: value {w[r, c]} at [{r}, {c}] is beyond float16's range "
+                                    f"(+-{_F16_MAX:g}); use dtype 'bfloat16'")
+        return QuantizedWeight(fmt, aligned(w.astype(np.float16).view(np.uint16)))
+    O, I = w.shape
+    if I % INT8_BLOCK:
+        raise QuantizationError(f"{name}: int8 needs the input width to be a multiple of {INT8_BLOCK}, "
+                                f"got shape {w.shape}; use a 16-bit dtype")
+    blocks = w.reshape(O, I // INT8_BLOCK, INT8_BLOCK)             # (O, B, 32)
+    absmax = np.abs(blocks).max(axis=-1)                           # (O, B)
+    if (absmax / np.float32(_INT8_MAX) > _F16_MAX).any():
+        raise QuantizationError(f"{name}: |w| up to {absmax.max():g} needs int8 scales beyond float16's "
+                                f"range; use dtype 'bfloat16'")
+    s16 = _int8_scales(absmax)                                     # (O, B)
+    s = s16.astype(np.float32)[:, :, None]                         # (O, B, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(s > 0, np.rint(blocks / s), np.float32(0))    # all-zero blocks: scale 0, q 0
+    q = np.clip(q, -_INT8_MAX, _INT8_MAX).astype(np.int8).reshape(O, I)
+    return QuantizedWeight(fmt, aligned(q), aligned(s16.view(np.uint16)))
+
+
+def as_float32(w) -> np.ndarray:
+    """The float32 array a weight stands for (a QuantizedWeight is dequantized)."""
+    return w.dequantize() if isinstance(w, QuantizedWeight) else w
+
+
+# -- the reference op -------------------------------------------------------------------------------
+# Rows of w dequantized per step of linear_ref: bounds its scratch to ~12 MB at width 3072.
+_REF_ROW_CHUNK = 1024
+
+
+def linear_ref(x: np.ndarray, w: QuantizedWeight, b: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+    """out (N, O) = x (N, I) @ dequantize(w).T + b: dequantize a chunk of rows, then matmul."""
+    O = w.shape[0]
+    for o0 in range(0, O, _REF_ROW_CHUNK):
+        o1 = min(o0 + _REF_ROW_CHUNK, O)
+        w_chunk = w.dequantize_rows(slice(o0, o1))                 # (o1 - o0, I)
+        np.matmul(x, w_chunk.T, out=out[:, o0:o1])                 # (N, o1 - o0)
+    if b is not None:
+        out += b
+    return out
+
+
+# -- whole models ------------------------------------------------------------------------------------
+LINEAR_FIELDS = ("attn_qkv_w", "attn_proj_w", "mlp_fc_w", "mlp_proj_w")
+
+
+def weights_dtype(weights) -> str:
+    """The dtype the model's matrices are held in: "float32" or the QuantizedWeight format."""
+    w = weights.wte
+    return w.format if isinstance(w, QuantizedWeight) else "float32"
+
+
+def quantize_weights(weights, dtype: str):
+    """A GPT2Weights with every linear weight, wte and lm_head in ``dtype`` (tie preserved).
+
+    Norms, biases and wpe are shared with ``weights`` (not copied). ``dtype="float32"`` on
+    quantized weights dequantizes them; quantizing already-quantized weights to another format
+    is refused (it would compound two roundings: convert from the float32 checkpoint instead).
+    """
+    from .weights import GPT2Weights
+
+    check_dtype(dtype)
+    current = weights_dtype(weights)
+    if dtype == current:
+        return weights
+    if current != "float32" and dtype != "float32":
+        raise QuantizationError(f"these weights are already {current}; re-quantizing them to {dtype} would "
+                                f"round twice: load the float32 checkpoint with dtype={dtype!r} instead")
+    if dtype == "float32":
+        convert = lambda w, name: as_float32(w)  # noqa: E731
+    else:
+        convert = lambda w, name: quantize(w, dtype, name)  # noqa: E731
+    wte = convert(weights.wte, "wte")
+    head = wte if weights.tied_head else convert(weights.lm_head, "lm_head")
+    blocks = [
+        dataclasses.replace(blk, **{f: convert(getattr(blk, f), f"blocks.{i}.{f}") for f in LINEAR_FIELDS})
+        for i, blk in enumerate(weights.blocks)
+    ]
+    return GPT2Weights(wte=wte, wpe=weights.wpe, blocks=blocks, ln_f_g=weights.ln_f_g, ln_f_b=weights.ln_f_b,
+                       lm_head=head)
+
+
+def dequantize_weights(weights):
+    """float32 GPT2Weights standing for the same values (the spec a quantized model is tested against)."""
+    return quantize_weights(weights, "float32")

@@ -1,0 +1,408 @@
+"""16-bit and 8-bit weights: the NumPy reference formats, the compiled kernels against them,
+whole models, converted files and the errors.
+
+Tolerances, as NMSE = sum((got - want)^2) / sum(want^2) against the reference
+"dequantize, then float32 matmul" (fastgpt.quant.linear_ref):
+- SUM_ORDER_NMSE: 16-bit weights are widened exactly, and the GEMM path multiplies exactly
+  dequantized tiles, so only the summation order differs from BLAS: float32 dots of length
+  <= 3072 measure ~1e-12 at worst; 1e-10 leaves room.
+- INT8_DECODE_NMSE: the int8 decode kernel rounds x to int16 per block of 32 (csrc/quant.c),
+  an error of at most absmax / 65534 per element: NMSE ~6e-9 measured on Gaussian data; 1e-7
+  is still four hundred times below the int8 weights' own quantization error (~2e-5).
+- MODEL_NMSE: a whole small model against the float32 model on the dequantized weights: the
+  per-op bounds above, carried through two layers (measured ~1e-13 for 16-bit, ~1e-9 int8).
+- QUANT_NMSE: the formats' own error, logits of a random model against float32: bfloat16 keeps
+  8 mantissa bits (per-weight NMSE 2^-16 / 3 ~ 5e-6; ~1e-5 measured on logits), float16 11 bits
+  (~2e-7), int8 blocks ~ (absmax / 254)^2 / 3 per weight (~1e-4 on logits).
+"""
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+from fastgpt import GPT2Config, Model
+from fastgpt.backend import kernels_available, select_backend
+from fastgpt.quant import (DTYPES, FORMATS, INT8_BLOCK, QuantizationError, QuantizedWeight, bf16_bits_to_float32,
+                           dequantize_weights, f16_bits_to_float32, float32_to_bf16_bits, linear_ref, quantize,
+                           quantize_weights)
+from fastgpt.weights import random_weights
+
+SUM_ORDER_NMSE = 1e-10
+INT8_DECODE_NMSE = 1e-7
+MODEL_NMSE = {"bfloat16": 1e-10, "float16": 1e-10, "int8": 1e-7}
+QUANT_NMSE = {"bfloat16": 1e-4, "float16": 2e-6, "int8": 1e-3}
+
+needs_kernels = pytest.mark.skipif(not kernels_available(), reason="compiled kernels not built")
+
+SMALL = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=500, n_positions=64)
+
+
+def nmse(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(((got - want) ** 2).sum() / max((want ** 2).sum(), 1e-300))
+
+
+def assert_nmse(got, want, bound, what):
+    e = nmse(got, want)
+    if not e <= bound:
+        diff = np.abs(np.asarray(got, np.float64) - want)
+        idx = np.unravel_index(np.argmax(diff), diff.shape)
+        pytest.fail(f"{what}: NMSE {e:.3g} > {bound:g}; max |diff| {diff.max():.3g} at {idx} "
+                    f"(got {got[idx]}, want {want[idx]}); first values got {np.ravel(got)[:4]}, want {np.ravel(want)[:4]}")
+
+
+# -- reference formats ---------------------------------------------------------------------------
+def test_bf16_rounding_matches_torch_bit_for_bit():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint32)
+    x = bits.view(np.float32)
+    specials = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, 3.4028235e38, -3.4028235e38, 1e-45, -1e-45,
+                         1.1754942e-38, 1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-8 + 2**-20, 65504.0], np.float32)
+    x = np.concatenate([x[np.isfinite(x)], specials])  # ties, rounding into inf, subnormals
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    got = float32_to_bf16_bits(x)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{bad.size} mismatches, first: {x[bad[:3]]} -> {got[bad[:3]]} vs torch {want[bad[:3]]}"
+    assert np.array_equal(bf16_bits_to_float32(got), torch.from_numpy(want.view(np.int16)).view(torch.bfloat16).float().numpy())
+
+
+def test_bf16_nan_is_canonical_quiet_nan():
+    x = np.array([np.nan, -np.nan, np.float32(np.nan) * -1], np.float32)
+    x = np.concatenate([x, np.array([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001], np.uint32).view(np.float32)])
+    assert (float32_to_bf16_bits(x) == 0x7FC0).all()
+
+
+def test_float16_matches_numpy_and_rejects_out_of_range():
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((8, 40)) * 100).astype(np.float32)
+    q = quantize(w, "float16")
+    assert np.array_equal(q.data, w.astype(np.float16).view(np.uint16))
+    assert np.array_equal(q.dequantize(), w.astype(np.float16).astype(np.float32))
+    w[3, 5] = 70000.0
+    with pytest.raises(QuantizationError, match=r"70000.*\[3, 5\].*float16's range"):
+        quantize(w, "float16", name="blocks.0.mlp_fc_w")
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1e-3, 0.02, 3.0, 1e4])
+def test_int8_blocks_absmax_scales_and_error_bound(scale):
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((17, 96)) * scale).astype(np.float32)
+    w[0, :32] = 0.0                                               # an all-zero block
+    w[1, 40] = 50 * scale                                         # an outlier
+    q = quantize(w, "int8")
+    assert q.data.dtype == np.int8 and q.scales.shape == (17, 3) and q.scales.dtype == np.uint16
+    s = f16_bits_to_float32(q.scales)                             # (17, 3)
+    absmax = np.abs(w.reshape(17, 3, 32)).max(-1)
+    exact = absmax / np.float32(127)
+    # the scale is absmax / 127 rounded up to a float16 (so nothing is ever clipped)
+    assert (s >= exact).all()
+    below = np.nextafter(s.astype(np.float16), np.float16(0)).astype(np.float32)
+    assert (below < exact)[absmax > 0].all()
+    assert s[0, 0] == 0 and (q.data[0, :32] == 0).all()
+    assert np.abs(q.data).max() <= 127
+    err = np.abs(q.dequantize() - w).reshape(17, 3, 32)
+    bound = s[..., None] / 2 * (1 + 1e-6) + 1e-30
+    assert (err <= bound).all(), f"max err/scale {np.max(err / np.maximum(s[..., None], 1e-30)):.4f}"
+
+
+def test_int8_needs_width_multiple_of_32():
+    with pytest.raises(QuantizationError, match="multiple of 32"):
+        quantize(np.zeros((4, 48), np.float32), "int8", name="wte")
+
+
+def test_non_finite_weights_are_refused():
+    w = np.zeros((2, 32), np.float32)
+    w[1, 7] = np.nan
+    for fmt in FORMATS:
+        with pytest.raises(QuantizationError, match=r"nan at \[1, 7\] is not finite"):
+            quantize(w, fmt)
+
+
+def test_unknown_dtype_lists_the_supported_ones():
+    for call in (lambda: quantize(np.zeros((2, 32), np.float32), "int4"),
+                 lambda: Model.random(SMALL, dtype="fp8"),
+                 lambda: Model(SMALL, random_weights(SMALL), dtype="q8_0")):
+        with pytest.raises(ValueError, match="'float32', 'bfloat16', 'float16', 'int8'"):
+            call()
+
+
+def test_dequantize_rows_is_the_embedding_lookup():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((50, 64)).astype(np.float32)
+    ids = np.array([3, 3, 49, 0, 17])
+    for fmt in FORMATS:
+        q = quantize(w, fmt)
+        full = q.dequantize()
+        assert np.array_equal(q.dequantize_rows(ids), full[ids])
+        out = np.empty((5, 64), np.float32)
+        assert q.dequantize_rows(ids, out=out) is out and np.array_equal(out, full[ids])
+        if kernels_available():
+            from fastgpt.kernels import _quant
+
+            for level in (0, 1, 2):
+                got = _quant.dequantize_rows(q, ids.astype(np.int64), np.empty((5, 64), np.float32), max_level=level)
+                assert np.array_equal(got, full[ids]), f"{fmt} level {level}"
+
+
+# -- compiled kernels against the reference ---------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _weight(fmt, O, I):
+    rng = np.random.default_rng(O * 10007 + I)
+    return quantize((rng.standard_normal((O, I)) * 0.05).astype(np.float32), fmt)
+
+
+def _case(fmt, O, I, N, seed=0):
+    rng = np.random.default_rng(seed + N)
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    b = rng.standard_normal(O).astype(np.float32)
+    w = _weight(fmt, O, I)
+    return x, w, b, linear_ref(x, w, b, np.empty((N, O), np.float32))
+
+
+def _bound(fmt, N):
+    return INT8_DECODE_NMSE if fmt == "int8" and N <= 8 else SUM_ORDER_NMSE
+
+
+ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 64]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("O", [1, 3, 7, 63, 65, 1023])
+@pytest.mark.parametrize("I", [32, 64, 768, 3072])
+def test_backend_linear_matches_reference(backend, fmt, O, I):
+    be = select_backend(backend, 2)
+    for N in ROWS if I <= 64 else [1, 2, 3, 5, 8, 9, 40] if O * I < 1_000_000 else [1, 3, 8, 17]:
+        x, w, b, want = _case(fmt, O, I, N)
+        for bias in (b, None):
+            got = be.linear(x, w, bias, np.full((N, O), np.nan, np.float32))
+            assert_nmse(got, want - (0 if bias is not None else b), _bound(fmt, N),
+                        f"{backend} {fmt} N={N} O={O} I={I} bias={bias is not None}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("level", [0, 1, 2, "ref"])
+def test_every_simd_level_matches_reference(fmt, level):
+    from fastgpt.kernels import _quant
+
+    for (O, I) in [(7, 32), (65, 768), (33, 3072)]:
+        for N in ROWS:
+            x, w, b, want = _case(fmt, O, I, N)
+            kw = {"reference": True} if level == "ref" else {"max_level": level}
+            got = _quant.linear(x, w, b, np.empty((N, O), np.float32), 2, **kw)
+            bound = INT8_DECODE_NMSE if fmt == "int8" and N <= 8 and level == 2 else SUM_ORDER_NMSE
+            assert_nmse(got, want, bound, f"{fmt} level {level} N={N} O={O} I={I}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("fmt", ["bfloat16", "float16"])
+@pytest.mark.parametrize("I", [1, 3, 15, 17, 31, 33, 63, 65, 100])
+def test_16bit_widths_that_are_not_multiples_of_32(fmt, I):
+    from fastgpt.kernels import _quant
+
+    rng = np.random.default_rng(I)
+    w = quantize(rng.standard_normal((9, I)).astype(np.float32), fmt)
+    for N in (1, 3, 5, 12):
+        x = rng.standard_normal((N, I)).astype(np.float32)
+        want = linear_ref(x, w, None, np.empty((N, 9), np.float32))
+        for level in (0, 1, 2):
+            got = _quant.linear(x, w, None, np.empty((N, 9), np.float32), 1, max_level=level)
+            assert_nmse(got, want, SUM_ORDER_NMSE, f"{fmt} I={I} N={N} level {level}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("N", [1, 3, 8, 40])
+def test_one_and_two_threads_agree_bitwise(fmt, N):
+    from fastgpt.kernels import _quant
+
+    x, w, b, _ = _case(fmt, 1023, 768, N)
+    one = _quant.linear(x, w, b, np.empty((N, 1023), np.float32), 1)
+    two = _quant.linear(x, w, b, np.empty((N, 1023), np.float32), 2)
+    assert np.array_equal(one, two)
+
+
+@needs_kernels
+def test_kernel_checks_shapes_before_running():
+    from fastgpt.kernels import _quant
+
+    w = _weight("int8", 7, 64)
+    x = np.zeros((2, 64), np.float32)
+    with pytest.raises(ValueError, match="features"):
+        _quant.linear(np.zeros((2, 32), np.float32), w, None, np.empty((2, 7), np.float32))
+    with pytest.raises(ValueError, match="out must have shape"):
+        _quant.linear(x, w, None, np.empty((2, 8), np.float32))
+    with pytest.raises(ValueError, match="bias"):
+        _quant.linear(x, w, np.zeros(6, np.float32), np.empty((2, 7), np.float32))
+    bad = QuantizedWeight("int8", w.data, w.scales)
+    bad.scales = w.scales[:, :1].copy()                            # bypass __post_init__ on purpose
+    with pytest.raises(ValueError, match="scales"):
+        _quant.linear(x, bad, None, np.empty((2, 7), np.float32))
+    with pytest.raises(IndexError):
+        _quant.dequantize_rows(w, np.array([7], np.int64), np.empty((1, 64), np.float32))
+    with pytest.raises(ValueError, match="contiguous"):  # views with strided rows are refused, not misread
+        _quant.linear(np.zeros((2, 128), np.float32)[:, :64], w, None, np.empty((2, 7), np.float32))
+
+
+# -- whole models -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", FORMATS)
+def test_model_matches_float32_model_on_dequantized_weights(backend, dtype):
+    ids = np.random.default_rng(4).integers(0, SMALL.vocab_size, (2, 11))
+    model = Model.random(SMALL, seed=1, backend=backend, num_threads=2, dtype=dtype)
+    assert model.dtype == dtype
+    spec = Model(SMALL, dequantize_weights(model.weights), backend="numpy")
+    assert_nmse(model(ids), spec(ids), MODEL_NMSE[dtype], f"{backend} {dtype} full forward")
+    # decoding one token at a time (the fused matvec path) gives the same logits
+    cache = model.new_cache(batch_size=2)
+    model(ids[:, :-1], cache=cache)
+    last = model(ids[:, -1:], cache=cache, last_only=True)
+    assert_nmse(last, spec(ids)[:, -1], MODEL_NMSE[dtype], f"{backend} {dtype} incremental decode")
+
+
+@pytest.mark.parametrize("dtype", FORMATS)
+def test_quantized_model_is_close_to_float32(backend, dtype):
+    ids = np.random.default_rng(5).integers(0, SMALL.vocab_size, 16)
+    want = Model.random(SMALL, seed=2, backend="numpy")(ids)
+    got = Model.random(SMALL, seed=2, backend=backend, dtype=dtype)(ids)
+    e = nmse(got, want)
+    assert e <= QUANT_NMSE[dtype], f"{dtype}: logits NMSE {e:.3g} vs float32"
+    assert e > 0  # the weights really changed
+
+
+def test_quantized_weights_hold_fewer_bytes_and_keep_the_tie():
+    w = random_weights(SMALL)
+    n32 = w.nbytes()
+    for dtype in FORMATS:
+        q = quantize_weights(w, dtype)
+        assert q.tied_head and q.lm_head is q.wte
+        assert q.wpe is w.wpe and q.blocks[0].ln_1_g is w.blocks[0].ln_1_g  # float32 parts shared
+        matrices = sum(a.size for a in [w.wte] + [getattr(b, f) for b in w.blocks
+                                                   for f in ("attn_qkv_w", "attn_proj_w", "mlp_fc_w", "mlp_proj_w")])
+        per_weight = 2.0 if dtype != "int8" else 1 + 2 / INT8_BLOCK
+        assert q.nbytes() == n32 - matrices * 4 + int(matrices * per_weight)
+    assert quantize_weights(w, "float32") is w
+
+
+def test_requantizing_is_refused_but_dequantizing_works():
+    q = quantize_weights(random_weights(SMALL), "int8")
+    with pytest.raises(QuantizationError, match="round twice"):
+        quantize_weights(q, "bfloat16")
+    assert Model(SMALL, q, backend="numpy", dtype="float32").dtype == "float32"
+    assert Model(SMALL, q, backend="numpy").dtype == "int8"  # dtype=None keeps them as given
+
+
+def test_validate_rejects_quantized_norms_and_wrong_shapes():
+    w = random_weights(SMALL)
+    w.blocks[0].ln_1_g = quantize(np.ones((1, 64), np.float32), "bfloat16")
+    w.blocks[1].mlp_fc_w = quantize(np.zeros((100, 64), np.float32), "int8")
+    with pytest.raises(ValueError) as exc:
+        w.validate(SMALL)
+    assert "blocks.0.ln_1_g: must stay float32" in str(exc.value)
+    assert "blocks.1.mlp_fc_w: shape (100, 64), expected (256, 64)" in str(exc.value)
+
+
+# -- converted files --------------------------------------------------------------------------------
+def _logits(model):
+    return model(np.arange(12) % SMALL.vocab_size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_write_and_load_converted_round_trip(tmp_path, backend, dtype):
+    from fastgpt.convert import write_converted
+
+    model = Model.random(SMALL, seed=3, backend=backend, dtype=dtype)
+    write_converted(tmp_path, SMALL, model.weights)
+    loaded = Model.from_pretrained(tmp_path, backend=backend)
+    assert loaded.dtype == dtype and loaded.weights.tied_head
+    assert np.array_equal(_logits(loaded), _logits(model))
+    mapped = loaded.weights.blocks[0].mlp_fc_w
+    data = mapped if dtype == "float32" else mapped.data
+    assert not data.flags.writeable and not data.flags.owndata  # a view of the file's map
+    assert data.ctypes.data % 64 == 0                             # aligned in the file
+
+
+def test_convert_command_from_a_hugging_face_folder(tmp_path, hf_checkpoint):
+    from fastgpt.convert import add_convert_parser, convert
+
+    folder, _ = hf_checkpoint("small")
+    (folder / "vocab.json").write_text("{}")
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    for dtype in ("int8", "bfloat16"):
+        out = tmp_path / dtype
+        convert(folder, out, dtype)
+        assert (out / "config.json").read_text() == (folder / "config.json").read_text()
+        assert (out / "vocab.json").is_file() and (out / "merges.txt").is_file()
+        direct = Model.from_pretrained(folder, backend="numpy", dtype=dtype)
+        loaded = Model.from_pretrained(out, backend="numpy")
+        assert loaded.dtype == dtype
+        ids = np.arange(10)
+        assert np.array_equal(loaded(ids), direct(ids))
+    # the CLI entry point parses its arguments (cli.py registers it)
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    p = add_convert_parser(sub)
+    args = p.parse_args([str(folder), str(tmp_path / "cli"), "--dtype", "float16"])
+    assert args.func(args) == 0 and Model.from_pretrained(tmp_path / "cli", backend="numpy").dtype == "float16"
+    with pytest.raises(SystemExit):
+        p.parse_args([str(folder), str(tmp_path / "x"), "--dtype", "int4"])
+
+
+def _tamper(folder, tensors=None, metadata=None, dtypes=None):
+    """Rewrite folder/model.safetensors with changed tensors / metadata."""
+    from fastgpt.convert import _read_raw
+    from fastgpt.loaders.safetensors import read_metadata, write_safetensors
+
+    path = folder / "model.safetensors"
+    raw = _read_raw(path)
+    meta = read_metadata(path)
+    arrays = {n: a.copy() for n, (_, a) in raw.items()}
+    st_dtypes = {n: "BF16" for n, (d, _) in raw.items() if d == "BF16"}
+    tensors = tensors(arrays) if tensors else arrays
+    st_dtypes = {n: d for n, d in {**st_dtypes, **(dtypes or {})}.items() if n in tensors}
+    write_safetensors(path, tensors, metadata={**meta, **(metadata or {})}, dtypes=st_dtypes)
+
+
+@pytest.fixture
+def converted_int8(tmp_path):
+    from fastgpt.convert import write_converted
+
+    write_converted(tmp_path, SMALL, quantize_weights(random_weights(SMALL), "int8"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(metadata={"fastgpt_format": "2"}), "fastgpt_format is '2'"),
+    (dict(metadata={"fastgpt_dtype": "int4"}), "fastgpt_dtype is 'int4'"),
+    (dict(metadata={"fastgpt_dtype": "bfloat16"}), "tensor 'wte': missing"),
+    (dict(metadata={"fastgpt_tied_head": "0"}), "tensor 'lm_head.q': missing"),
+    (dict(metadata={"config": json.dumps({**SMALL.to_dict(), "n_layer": 3})}), "n_layer=3 in the file, 2 in config.json"),
+    (dict(tensors=lambda t: {n: a for n, a in t.items() if n != "blocks.1.attn_proj_w.scales"}),
+     "tensor 'blocks.1.attn_proj_w.scales': missing"),
+    (dict(tensors=lambda t: {**t, "blocks.0.mlp_fc_w.q": t["blocks.0.mlp_fc_w.q"].astype(np.float32)}),
+     "tensor 'blocks.0.mlp_fc_w.q': dtype F32, expected I8"),
+    (dict(tensors=lambda t: {**t, "wte.scales": t["wte.scales"][:, :1].copy()}),
+     r"tensor 'wte.scales': shape \(500, 1\), expected \(500, 2\)"),
+    (dict(tensors=lambda t: {**t, "extra": np.zeros(3, np.float32)}), "tensor 'extra': unexpected"),
+    (dict(tensors=lambda t: {**t, "wte.scales": np.full_like(t["wte.scales"], -1.0)}), "not a finite non-negative"),
+])
+def test_converted_file_that_disagrees_with_its_metadata_is_a_clear_error(converted_int8, change, message):
+    from fastgpt.convert import ConvertedFileError
+
+    _tamper(converted_int8, **change)
+    with pytest.raises(ConvertedFileError, match=message) as exc:
+        Model.from_pretrained(converted_int8, backend="numpy")
+    assert "model.safetensors" in str(exc.value)
+    assert isinstance(exc.value, ValueError)
+
+
+def test_convert_refuses_its_own_source_folder(converted_int8):
+    from fastgpt.convert import convert
+
+    with pytest.raises(ValueError, match="source folder"):
+        convert(converted_int8, converted_int8, "int8")
+    with pytest.raises(ValueError, match="supported"):
+        convert(converted_int8, converted_int8 / "out", "int3")
