@@ -71,14 +71,16 @@ def test_right_padding_mask_leaves_real_positions(pair):
 @pytest.mark.parametrize("kwargs", [
     dict(max_new_tokens=7),
     dict(max_length=10),                                  # counts the prompt: 4 new tokens
-    dict(),                                               # transformers' default: 20 new tokens
+    dict(),                                               # max_length=20 by default, prompt included
     dict(max_new_tokens=6, max_length=8),                 # max_new_tokens wins
     dict(max_new_tokens=8, repetition_penalty=1.5),
 ], ids=["max_new_tokens", "max_length", "default", "both", "repetition_penalty"])
 def test_greedy_matches(pair, kwargs):
     model, hf_model = pair
     got = model.generate(torch.tensor(IDS), **kwargs)
-    want = hf_generate(hf_model, IDS, **kwargs)
+    # The issue's contract is transformers 4.x's default, max_length=20 (prompt included);
+    # transformers 5 defaults to 20 new tokens, so the oracle is given it explicitly.
+    want = hf_generate(hf_model, IDS, **(kwargs or dict(max_length=20)))
     print("ids:", got.tolist())
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, want)
@@ -210,7 +212,9 @@ def test_call_matches(hf_tok_folder, side, kwargs):
         tok.padding_side = side
     texts = TEXTS[:3]
     want = theirs(texts, **kwargs)
-    got = ours(texts, **kwargs)
+    # fastgpt's defaults are the issue's (padding=True, truncation=True, return_tensors="np");
+    # transformers' defaults are given explicitly to compare like with like.
+    got = ours(texts, **{"padding": False, "truncation": None, "return_tensors": None, **kwargs})
     assert got["input_ids"] == want["input_ids"] and got.attention_mask == want["attention_mask"]
     if kwargs.get("padding"):
         arr = ours(texts, return_tensors="np", **kwargs)
@@ -219,15 +223,27 @@ def test_call_matches(hf_tok_folder, side, kwargs):
         assert torch.equal(pt["input_ids"], theirs(texts, return_tensors="pt", **kwargs)["input_ids"])
 
 
+def test_call_defaults_pad_truncate_and_return_numpy(hf_tok_folder):
+    ours = GPT2Tokenizer.from_pretrained("gpt2")
+    theirs = hf_tokenizer(hf_tok_folder)
+    for tok in (ours, theirs):
+        tok.pad_token = tok.eos_token
+    got = ours(TEXTS[:3])
+    want = theirs(TEXTS[:3], padding=True, truncation=True, return_tensors="np")
+    np.testing.assert_array_equal(got["input_ids"], want["input_ids"])
+    np.testing.assert_array_equal(got["attention_mask"], want["attention_mask"])
+
+
 def test_call_single_and_errors():
     tok = GPT2TokenizerFast.from_pretrained("distilgpt2")
     assert tok.model_max_length == 1024
-    assert tok("Hello world") == {"input_ids": [15496, 995], "attention_mask": [1, 1]}
-    assert tok("Hello world", return_tensors="np")["input_ids"].shape == (1, 2)
+    single = tok("Hello world")
+    assert single["input_ids"].tolist() == [[15496, 995]] and single["attention_mask"].tolist() == [[1, 1]]
+    assert tok("Hello world", return_tensors=None) == {"input_ids": [15496, 995], "attention_mask": [1, 1]}
     with pytest.raises(ValueError, match="padding token"):
-        tok(["Hello world", "hi"], padding=True)
+        tok(["Hello world", "hi"])
     with pytest.raises(ValueError, match="different lengths"):
-        tok(["Hello world", "hi"], return_tensors="np")
+        tok(["Hello world", "hi"], padding=False)
     tok.pad_token_id = 50256
     assert tok.pad_token == "<|endoftext|>"
     assert tok.batch_decode([[15496, 995, 50256], [5303]], skip_special_tokens=True) == ["Hello world", "hi"]

@@ -16,8 +16,8 @@ transformers' training-only keys; ``GPT2LMHeadModel`` wraps a fastgpt ``Model`` 
 with transformers' meanings (below); the tokenizers wrap fastgpt's byte-level BPE.
 
 ``generate`` semantics, as transformers 4.4x-5.x: ``max_new_tokens`` wins over
-``max_length``; ``max_length`` counts the prompt's columns (an error if the prompt already
-fills it); with neither, 20 new tokens (capped by ``n_positions``). ``temperature``,
+``max_length``; ``max_length`` (default 20, as in transformers 4.x) counts the prompt's
+columns (an error if the prompt already fills it). ``temperature``,
 ``top_k`` (default 50) and ``top_p`` act only with ``do_sample=True``;
 ``repetition_penalty`` acts in both modes. ``eos_token_id=None`` means the config's; rows
 that produced EOS are padded with ``pad_token_id`` (default: the first EOS id) until every
@@ -277,7 +277,7 @@ class GPT2LMHeadModel:
 
     forward = __call__
 
-    def generate(self, input_ids=None, max_length: int | None = None, max_new_tokens: int | None = None,
+    def generate(self, input_ids=None, max_length: int | None = 20, max_new_tokens: int | None = None,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, pad_token_id: int | None = None,
                  eos_token_id: int | list[int] | None = None, attention_mask=None,
@@ -316,15 +316,13 @@ class GPT2LMHeadModel:
 
         if max_new_tokens is not None:
             n_new = max_new_tokens
-        elif max_length is not None:
+        else:
+            if max_length is None:
+                raise ValueError("give max_length (which counts the prompt) or max_new_tokens")
             n_new = max_length - T
             if n_new <= 0:
                 raise ValueError(f"Input length of input_ids is {T}, but `max_length` is set to {max_length}. "
                                  "Increase `max_length` or, better yet, set `max_new_tokens`.")
-        else:                                        # transformers: 20 new tokens, within the context
-            n_new = min(20 + T, n_ctx) - T
-            if n_new <= 0:
-                raise ValueError(f"Input length of input_ids is {T}, which fills n_positions={n_ctx}")
 
         options = dict(max_new_tokens=n_new, do_sample=do_sample, repetition_penalty=repetition_penalty,
                        eos_token_id=eos_token_id, num_return_sequences=num_return_sequences, **extras)
@@ -551,8 +549,8 @@ class GPT2Tokenizer:
     def batch_decode(self, sequences, skip_special_tokens: bool = False, **kwargs) -> list[str]:
         return [self.decode(seq, skip_special_tokens=skip_special_tokens, **kwargs) for seq in sequences]
 
-    def __call__(self, text, padding: bool | str = False, truncation: bool | str | None = None,
-                 max_length: int | None = None, return_tensors: str | None = None,
+    def __call__(self, text, padding: bool | str = True, truncation: bool | str | None = True,
+                 max_length: int | None = None, return_tensors: str | None = "np",
                  return_attention_mask: bool = True) -> BatchEncoding:
         """``{"input_ids", "attention_mask"}`` for a str or a list of str, with transformers'
         padding (True/"longest", "max_length", False), truncation (to ``max_length`` or
