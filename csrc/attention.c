@@ -48,6 +48,30 @@ __attribute__((target("avx512f"))) static inline __m128 reduce4_512(__m512 a, __
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
+/* sc[0:n] = exp(sc - max), in place; returns 1 / sum so the caller can fold the
+ * normalisation into its output (one multiply per output instead of per score). */
+__attribute__((target("avx512f"))) static float softmax_unnormalised_avx512(float *sc, ptrdiff_t n) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(sc + i));
+    float mx = _mm512_reduce_max_ps(mv);
+    for (; i < n; i++) mx = sc[i] > mx ? sc[i] : mx;
+    const __m512 mxv = _mm512_set1_ps(mx);
+    __m512 tv = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = fg_exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + i), mxv));
+        _mm512_storeu_ps(sc + i, e);
+        tv = _mm512_add_ps(tv, e);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 e = fg_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + i), mxv));
+        _mm512_mask_storeu_ps(sc + i, m, e);
+        tv = _mm512_add_ps(tv, _mm512_maskz_mov_ps(m, e));
+    }
+    return 1.0f / _mm512_reduce_add_ps(tv);
+}
+
 __attribute__((target("avx512f"))) static void attend_avx512(const float *q, const float *k, const float *v,
                                                                        ptrdiff_t d, ptrdiff_t first, ptrdiff_t last,
                                                                        float scale, float *scores, float *out) {
@@ -76,28 +100,7 @@ __attribute__((target("avx512f"))) static void attend_avx512(const float *q, con
         scores[j] = _mm512_reduce_add_ps(s);
     }
 
-    /* softmax over scores[first:last] */
-    const ptrdiff_t n = last - first;
-    float *sc = scores + first;
-    __m512 mv = _mm512_set1_ps(-INFINITY);
-    ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(sc + i));
-    float mx = _mm512_reduce_max_ps(mv);
-    for (; i < n; i++) mx = sc[i] > mx ? sc[i] : mx;
-    const __m512 mxv = _mm512_set1_ps(mx);
-    __m512 tv = _mm512_setzero_ps();
-    for (i = 0; i + 16 <= n; i += 16) {
-        __m512 e = fg_exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + i), mxv));
-        _mm512_storeu_ps(sc + i, e);
-        tv = _mm512_add_ps(tv, e);
-    }
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        __m512 e = fg_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + i), mxv));
-        _mm512_mask_storeu_ps(sc + i, m, e);
-        tv = _mm512_add_ps(tv, _mm512_maskz_mov_ps(m, e));
-    }
-    const float inv = 1.0f / _mm512_reduce_add_ps(tv);
+    const float inv = softmax_unnormalised_avx512(scores + first, last - first);
 
     for (int c = 0; c < nv; c++) acc[c] = _mm512_setzero_ps();
     for (j = first; j < last; j++) {
@@ -140,26 +143,8 @@ __attribute__((target("avx512f"))) static void attend4_avx512_d64(const float *q
     for (int i = 0; i < 4; i++) {
         float *sc = scores + i * s_stride + first;
         const ptrdiff_t n = last0 + i - first; /* visible keys of query i */
-        __m512 mv = _mm512_set1_ps(-INFINITY);
-        ptrdiff_t t = 0;
-        for (; t + 16 <= n; t += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(sc + t));
-        float mx = _mm512_reduce_max_ps(mv);
-        for (; t < n; t++) mx = sc[t] > mx ? sc[t] : mx;
-        const __m512 mxv = _mm512_set1_ps(mx);
-        __m512 tv = _mm512_setzero_ps();
-        for (t = 0; t + 16 <= n; t += 16) {
-            __m512 e = fg_exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + t), mxv));
-            _mm512_storeu_ps(sc + t, e);
-            tv = _mm512_add_ps(tv, e);
-        }
-        if (t < n) {
-            __mmask16 m = (__mmask16)((1u << (n - t)) - 1u);
-            __m512 e = fg_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + t), mxv));
-            _mm512_mask_storeu_ps(sc + t, m, e);
-            tv = _mm512_add_ps(tv, _mm512_maskz_mov_ps(m, e));
-        }
-        for (t = n; t < last - first; t++) sc[t] = 0.f; /* keys this query may not see */
-        inv[i] = 1.0f / _mm512_reduce_add_ps(tv);
+        inv[i] = softmax_unnormalised_avx512(sc, n);
+        for (ptrdiff_t t = n; t < last - first; t++) sc[t] = 0.f; /* keys this query may not see */
     }
     __m512 acc[4][4];
     for (int i = 0; i < 4; i++)
