@@ -28,9 +28,11 @@ def attention(const float[:, :, :, :] q, const float[:, :, :, ::1] k_cache,
     if q.strides[3] != 4 or q.strides[1] % 4:
         raise ValueError("attention: q's last axis must be contiguous")
     q_stride = q.strides[1] // 4
-    for name, arr in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if arr.shape[0] != B or arr.shape[1] != H or arr.shape[3] != D:
-            raise ValueError(f"attention: {name} shape {tuple(arr.shape)[:4]} does not match q {(B, T, H, D)}")
+    # Typed comparisons only: this runs once per layer per token.
+    if (k_cache.shape[0] != B or k_cache.shape[1] != H or k_cache.shape[3] != D
+            or v_cache.shape[0] != B or v_cache.shape[1] != H or v_cache.shape[2] != S or v_cache.shape[3] != D):
+        raise ValueError(f"attention: k_cache {tuple(k_cache.shape)[:4]} / v_cache {tuple(v_cache.shape)[:4]} "
+                         f"do not match q {(B, T, H, D)}")
     if out.shape[0] != B or out.shape[1] != T or out.shape[2] != H or out.shape[3] != D:
         raise ValueError("attention: out must have q's shape")
     if start.shape[0] != B:
