@@ -19,7 +19,8 @@ def test_compiled_kernels_are_built():
     assert kernels.HAVE_KERNELS, kernels.import_error()
 
 
-@pytest.mark.skipif(allow_missing, reason="FASTGPT_ALLOW_NO_KERNELS is set")
+@pytest.mark.skipif(allow_missing or os.environ.get("FASTGPT_NO_OPENMP", "") not in ("", "0"),
+                    reason="FASTGPT_ALLOW_NO_KERNELS or FASTGPT_NO_OPENMP is set")
 def test_openmp_is_enabled():
     assert kernels.openmp_enabled()
 
