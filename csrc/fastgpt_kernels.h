@@ -70,6 +70,8 @@ enum { FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2 };
 #define FG_Q8_BLOCK 32
 
 /* fg_simd_level(), lowered to AVX2 without AVX512BW/VL and to scalar without F16C. */
+/* Whether int8 products round x to int8 per block of 32 (AVX512-VNNI: quant.linear_ref_q8). */
+int fg_q8_activations(int level);
 int fg_quant_level(void);
 
 /* The fused dequantize-and-dot of decoding reads x prepared once per product (csrc/quant.c):

@@ -6,20 +6,22 @@
  *
  * Design. Decode reads every weight once per token, so these kernels exist to read fewer
  * bytes: a weight becomes float32 in registers right after its load and meets float32
- * activations in an FMA; no float32 copy of w is ever written. The tile structure is
- * simd_dot.c's: TO weight rows against NR input rows, each weight vector loaded once and used by
- * every input row, TO independent FMA chains, a transpose-and-add reduction, and a software
- * prefetch of the next tile's rows (several row streams defeat the hardware prefetchers). x is
- * prepared once per product (see "prepared x" below) so that the per-weight work stays well
- * under what one core can do at DRAM speed.
+ * activations in an FMA; no float32 copy of w is ever written. The row structure is
+ * simd_dot.c's: one weight row at a time, front to back (a thread's band is one stream for the
+ * hardware prefetcher), each weight vector loaded once and used by every input row (up to 8),
+ * two FMA chains, a software prefetch ahead in the stream, and one transpose-and-add reduction
+ * per 8 rows. x is prepared once per product (see "prepared x" below) so that the per-weight
+ * work stays well under what one core can do at DRAM speed.
  *
  * Accuracy against quant.py's "dequantize, then float32 matmul": bfloat16 and float16 are
- * widened exactly, so only the summation order differs (NMSE ~1e-13). int8 rounds x to int16
- * per block of 32 (below), which adds an NMSE of ~1e-9, four orders below the int8 weights' own
- * error. Not used: AVX512_BF16's vdpbf16ps (x rounded to bfloat16 too would double the error of
- * bfloat16 weights) and VNNI's vpdpbusd (x in int8: measured +8e-5 NMSE on a 3072 x 768 product,
- * three times the int8 weights' own error); the issue keeps activations in float32, and the
- * loops below run at ~90-100 GB/s from cache on one core, well above DRAM speed.
+ * widened exactly, so only the summation order differs (NMSE ~1e-13). int8 decodes as llama.cpp's
+ * q8_0 does: x is rounded to int8 per block of 32 (below) so that AVX512-VNNI's vpdpbusd
+ * multiplies 64 weights per instruction; this adds an NMSE of ~2e-5 on Gaussian x (about the
+ * int8 weights' own error) and made the loop 1.8x faster in cache (58 vs 32 GB/s on one core;
+ * x rounded to int16 with vpmaddwd, the earlier path, was slower than DRAM on one core).
+ * quant.linear_ref_q8 is the spec of this arithmetic. Not used: AVX512_BF16's vdpbf16ps (x
+ * rounded to bfloat16 would double the error of bfloat16 weights for no gain: the bfloat16 loop
+ * already runs at ~70 GB/s from cache).
  *
  * Non-goals: no threads (the Cython wrapper runs a prange over row blocks), no allocation,
  * no fast-math. Int8 needs n_in % 32 == 0 (checked in Python).
@@ -34,6 +36,14 @@
 #define FG_X86 1
 #endif
 
+#ifdef FG_X86
+/* AVX512-VNNI (vpdpbusd): the int8 decode path needs it; without it int8 takes the AVX2 path. */
+static int has_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+}
+#endif
+
 int fg_quant_level(void) {
     int level = fg_simd_level();
 #ifdef FG_X86
@@ -45,6 +55,15 @@ int fg_quant_level(void) {
         level = FG_AVX2;
 #endif
     return level;
+}
+
+int fg_q8_activations(int level) {
+#ifdef FG_X86
+    return level >= FG_AVX512 && fg_quant_level() >= FG_AVX512 && has_vnni();
+#else
+    (void)level;
+    return 0;
+#endif
 }
 
 /* -- portable element conversions (the reference) ------------------------------------------- */
@@ -91,6 +110,11 @@ void fg_qlinear_rows_ref(const void *w, const uint16_t *s, int fmt, const float 
 /* ---- AVX-512 ------------------------------------------------------------------------------ */
 #define TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
 
+/* acc += per 32-bit lane, the dot of 4 unsigned bytes of u with 4 signed bytes of s (vpdpbusd).
+ * In assembly so that the AVX-512 functions need no "avx512vnni" target: only the int8 path,
+ * chosen at run time when the CPU has VNNI (has_vnni), ever executes it. */
+#define DPBUSD(acc, u, s) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "vm"(s))
+
 /* 16 weights of one row from element k, widened to float32; int8 times its block's scale. */
 TARGET_512 __attribute__((always_inline)) static inline __m512 load16_512(const void *w, ptrdiff_t k, const int FMT,
                                                                           const float *scale) {
@@ -110,7 +134,7 @@ TARGET_512 static inline __m512 load_tail_512(const void *w, ptrdiff_t k, ptrdif
     return load16_512(buf, 0, FMT, NULL);
 }
 
-/* Per-lane sums of 8 (4) accumulators: simd_dot.c's transpose-and-add tree, same order. */
+/* Per-lane sums of 8 accumulators: simd_dot.c's transpose-and-add tree, same order. */
 TARGET_512 static inline __m512 pairsum_ps(__m512 a, __m512 b) {
     return _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
 }
@@ -129,12 +153,6 @@ TARGET_512 static inline __m256 reduce8_512(const __m512 a[8]) {
     return _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
 }
 
-TARGET_512 static inline __m128 reduce4_512(const __m512 a[4]) {
-    __m512 u = quadsum_ps(pairsum_ps(a[0], a[1]), pairsum_ps(a[2], a[3]));
-    __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm_add_ps(_mm512_castps512_ps128(s), _mm512_extractf32x4_ps(s, 1));
-}
 
 /* -- prepared x -----------------------------------------------------------------------------
  * The AVX-512 loops read x in a form prepared once per product (fg_qprep_x), so that the
@@ -143,23 +161,22 @@ TARGET_512 static inline __m128 reduce4_512(const __m512 a[4]) {
  * - bfloat16: a 64-byte line of w holds 32 weights; `v << 16` puts the even ones and `v & 0xFFFF0000`
  *   the odd ones in float32 lanes, exactly (1 op per 16 weights instead of a widening shuffle and
  *   a shift). x is stored per chunk of 32 as [x0, x2, .., x30, x1, x3, .., x31] to match. Exact.
- * - int8: each block of 32 inputs of x is rounded to int16 (scale = absmax / 32767), so that one
- *   vpmaddwd multiplies a whole block of w (sign-extended to int16) with it in integers, exactly;
- *   the block's int32 sum is then scaled by w's and x's scales. Rounding x to 16 bits is the only
- *   approximation: |x - x16| <= absmax / 65534 per block, measured NMSE of the product ~1e-9, four
- *   orders below the int8 weights' own (~2e-5). (int8 x with VNNI would add ~8e-5: not used.)
+ * - int8: each block of 32 inputs of x is rounded to int8 (prep_i8_512), to meet w in vpdpbusd.
  * - float16: x is used as is (vcvtph2ps widens 16 weights in one op).
  * Layouts, rows of the product r < n_rows:
  *   bfloat16: float xp[r][n32], n32 = n_in rounded down to 32 (the rest of a row uses x itself).
- *   int8:     int16 xq[r][n_in], then (at a 64-byte boundary) float xsc[r][n_in / 32]. */
+ *   int8:     int8 xq[r][n64], then float sx[r][n16], then float cx[r][n16] (each at a 64-byte
+ *             boundary; n64, n16: inputs and blocks rounded up to 64 and 16, zero-padded). */
 static ptrdiff_t align64(ptrdiff_t n) { return (n + 63) / 64 * 64; }
+static ptrdiff_t i8_padded_inputs(ptrdiff_t n_in) { return (n_in + 63) / 64 * 64; }
+static ptrdiff_t i8_padded_blocks(ptrdiff_t n_in) { return (n_in / FG_Q8_BLOCK + 15) / 16 * 16; }
+
 
 ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level) {
     if (level < FG_AVX512) return 0;
     if (fmt == FG_Q_BF16) return align64(n_rows * (n_in / 32 * 32) * (ptrdiff_t)sizeof(float));
-    if (fmt == FG_Q_I8)
-        return align64(n_rows * n_in * (ptrdiff_t)sizeof(int16_t)) +
-               align64(n_rows * (n_in / FG_Q8_BLOCK) * (ptrdiff_t)sizeof(float));
+    if (fmt == FG_Q_I8 && has_vnni())
+        return align64(n_rows * i8_padded_inputs(n_in)) + 2 * align64(n_rows * i8_padded_blocks(n_in) * (ptrdiff_t)sizeof(float));
     return 0;
 }
 
@@ -175,218 +192,216 @@ TARGET_512 static void prep_bf16_512(const float *x, ptrdiff_t xs, ptrdiff_t n_r
         }
 }
 
-TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, int16_t *xq,
-                                   float *xsc) {
-    const ptrdiff_t n_b = n_in / FG_Q8_BLOCK;
-    for (ptrdiff_t r = 0; r < n_rows; r++)
+/* int8 x for vpdpbusd: each block of 32 inputs rounded to int8 (llama.cpp's q8_0 rule: d = absmax
+ * / 127, q = rint(x / d)); sx = d; cx = 128 * d * sum(q) (the offset correction, see qrow_512).
+ * Rows padded with zeros to n64 inputs and n16 blocks so that the kernel's loads stay whole. */
+TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, int8_t *xq,
+                                    float *sx, float *cx) {
+    const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
+    for (ptrdiff_t r = 0; r < n_rows; r++) {
+        memset(xq + r * n64, 0, (size_t)n64);
+        for (ptrdiff_t b = n_b; b < n16; b++) sx[r * n16 + b] = cx[r * n16 + b] = 0.f;
         for (ptrdiff_t b = 0; b < n_b; b++) {
             const float *xb = x + r * xs + b * FG_Q8_BLOCK;
-            __m512 a = _mm512_loadu_ps(xb), c = _mm512_loadu_ps(xb + 16);
-            float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
-            float inv = m > 0.f && m <= 3.4e38f ? 32767.f / m : 0.f;
-            __m512 vi = _mm512_set1_ps(inv);
-            /* round to nearest even (the default mode), saturate to int16 */
-            _mm256_storeu_si256((__m256i *)(xq + r * n_in + b * FG_Q8_BLOCK),
-                                _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(a, vi))));
-            _mm256_storeu_si256((__m256i *)(xq + r * n_in + b * FG_Q8_BLOCK + 16),
-                                _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(c, vi))));
-            float scale = m / 32767.f;
+            __m512 lo = _mm512_loadu_ps(xb), hi = _mm512_loadu_ps(xb + 16);
+            float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+            float d = m / 127.f, id = d > 0.f && d <= 3.4e38f ? 1.f / d : 0.f;
+            __m512 vid = _mm512_set1_ps(id);
+            /* rint (the default rounding mode); |q| <= 127 by construction, saturation is a guard */
+            __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, vid)), qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, vid));
+            _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK), _mm512_cvtsepi32_epi8(qlo));
+            _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK + 16), _mm512_cvtsepi32_epi8(qhi));
+            int qsum = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
             /* a NaN or inf in the block: make the block's contribution NaN / inf, as in float32 */
-            if (_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q)) scale = __builtin_nanf("");
-            else if (!(m <= 3.4e38f)) scale = m;
-            xsc[r * n_b + b] = scale;
+            if (_mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(hi, hi, _CMP_UNORD_Q)) d = __builtin_nanf("");
+            else if (!(m <= 3.4e38f)) d = m;
+            sx[r * n16 + b] = d;
+            cx[r * n16 + b] = 128.f * d * (float)qsum;
         }
+    }
+}
+
+/* The three arrays of a prepared int8 x, in the order fg_qprep_bytes counted them. */
+static void i8_prep_parts(const void *prep, ptrdiff_t n_rows, ptrdiff_t n_in, const int8_t **xq, const float **sx,
+                          const float **cx) {
+    ptrdiff_t q_bytes = align64(n_rows * i8_padded_inputs(n_in));
+    ptrdiff_t s_bytes = align64(n_rows * i8_padded_blocks(n_in) * (ptrdiff_t)sizeof(float));
+    *xq = (const int8_t *)prep;
+    *sx = (const float *)((const char *)prep + q_bytes);
+    *cx = (const float *)((const char *)prep + q_bytes + s_bytes);
 }
 
 void fg_qprep_x(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep, int level) {
     if (level < FG_AVX512) return;
     if (fmt == FG_Q_BF16) prep_bf16_512(x, xs, n_rows, n_in, (float *)prep);
-    if (fmt == FG_Q_I8)
-        prep_i8_512(x, xs, n_rows, n_in, (int16_t *)prep,
-                    (float *)((char *)prep + align64(n_rows * n_in * (ptrdiff_t)sizeof(int16_t))));
+    if (fmt == FG_Q_I8 && has_vnni()) {
+        const int8_t *xq;
+        const float *sx, *cx;
+        i8_prep_parts(prep, n_rows, n_in, &xq, &sx, &cx);
+        prep_i8_512(x, xs, n_rows, n_in, (int8_t *)xq, (float *)sx, (float *)cx);
+    }
 }
 
-/* Inputs per chunk of a row: the tile's int8 scales for this many inputs (times x's scales) are
- * computed once into a stack buffer (24 rows x 128 blocks x 4 bytes = 12 KB), then broadcast. */
-#define QK_CHUNK 4096
-#define QMAX_R8 3
-#define QMAX_R4 6
+#define QMAX_ROWS 8
+#define QPF 4096 /* bytes ahead in the weight stream that the loops prefetch (as simd_dot.c) */
 
-/* The decode tile: TO weight rows (8 or 4; n_o valid, the spare slots re-read the last row and
- * are discarded) against NR input rows, one pass over the rows. Registers: TO * NR accumulators
- * + the inputs + the weight vectors. The main loops step one 64-byte line of each weight row,
- * prefetching the same line of the next tile's rows (PF). x: the rows as given; xp / xq, xsc:
- * prepared (see above), with row strides n32 / n_in, n_in / 32. */
+/* &p[k] for a prefetch, which may point past the end of w: computed on integers, since pointer
+ * arithmetic beyond an array is undefined even if never dereferenced. */
+static inline const char *qahead(const char *p, ptrdiff_t k) { return (const char *)((uintptr_t)p + (uintptr_t)k); }
+
+/* One weight row (wr, its int8 scales sr) against NR input rows: part[r] = per-lane partial sums
+ * of the row's dot with input row r (two chains: even and odd 32-weight steps, added at the
+ * end). A thread reads its band of rows front to back as one stream, which the hardware
+ * prefetcher follows at ~100% of read_sum (simd_dot.c measured why not tiles of 8 rows).
+ * x: the rows as given; xp / xq, sx, cx: prepared (see above), row strides n32 / n64, n16. */
 TARGET_512 __attribute__((always_inline)) static inline void
-qtile_512(const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t n_o, const float *x, ptrdiff_t xs,
-          const float *xp, const int16_t *xq, const float *xsc, const float *bias, float *y, ptrdiff_t ys,
-          const int FMT, const int TO, const int NR, const int PF) {
+qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptrdiff_t xs, const float *xp,
+         const int8_t *xq, const float *sx, const float *cx, __m512 part[QMAX_ROWS], const int FMT, const int NR) {
     const int esize = FMT == FG_Q_I8 ? 1 : 2;
     const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n32 = n_in / 32 * 32;
-    const char *wr[8];
-    const uint16_t *sr[8];
-    float csc[QMAX_R4 * 4 > QMAX_R8 * 8 ? QMAX_R4 * 4 : QMAX_R8 * 8][QK_CHUNK / FG_Q8_BLOCK];
-    __m512 acc[QMAX_R4][8];
-    for (int j = 0; j < TO; j++) {
-        ptrdiff_t row = j < n_o ? j : n_o - 1;
-        wr[j] = (const char *)w + row * n_in * esize;
-        sr[j] = FMT == FG_Q_I8 ? s + row * n_b : NULL;
-    }
-    for (int r = 0; r < NR; r++)
-        for (int j = 0; j < TO; j++) acc[r][j] = _mm512_setzero_ps();
-    if (FMT == FG_Q_I8 && PF) /* the next tile's scales: else its first step waits for DRAM */
-        for (ptrdiff_t p = 0; p < TO * n_b; p += 32) _mm_prefetch((const char *)(sr[0] + TO * n_b + p), _MM_HINT_T0);
-    for (ptrdiff_t k0 = 0; k0 < n_in; k0 += QK_CHUNK) {
-        ptrdiff_t k1 = n_in - k0 < QK_CHUNK ? n_in : k0 + QK_CHUNK, k = k0;
-        if (FMT == FG_Q_I8) { /* csc[r * TO + j][b] = scale of w's row j, block b times x's row r, block b */
-            ptrdiff_t b0 = k0 / FG_Q8_BLOCK, nb = (k1 - k0) / FG_Q8_BLOCK;
-            for (ptrdiff_t b = 0; b < nb; b += 16) {
-                __mmask16 m = nb - b >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nb - b)) - 1u);
-                for (int j = 0; j < TO; j++) {
-                    __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sr[j] + b0 + b));
-                    for (int r = 0; r < NR; r++)
-                        _mm512_mask_storeu_ps(csc[r * TO + j] + b, m,
-                                              _mm512_mul_ps(ws, _mm512_maskz_loadu_ps(m, xsc + r * n_b + b0 + b)));
-                }
+    __m512 a0[QMAX_ROWS], a1[QMAX_ROWS];
+    for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    ptrdiff_t k = 0;
+    if (FMT == FG_Q_BF16) {
+        const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+        for (; k + 32 <= n32; k += 32) {
+            _mm_prefetch(qahead(wr, k * 2 + QPF), _MM_HINT_T0);
+            __m512i v = _mm512_loadu_si512(wr + k * 2);
+            __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+            for (int r = 0; r < NR; r++) {
+                a0[r] = _mm512_fmadd_ps(we, _mm512_loadu_ps(xp + r * n32 + k), a0[r]);
+                a1[r] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(xp + r * n32 + k + 16), a1[r]);
             }
         }
-        if (FMT == FG_Q_BF16) {
-            const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
-            for (; k + 32 <= k1; k += 32) {
-                if (PF)
-                    for (int j = 0; j < TO; j++) _mm_prefetch(wr[j] + (TO * n_in + k) * 2, _MM_HINT_T0);
-                __m512 xe[QMAX_R4], xo[QMAX_R4];
+    } else if (FMT == FG_Q_F16) {
+        for (; k + 32 <= n_in; k += 32) {
+            _mm_prefetch(qahead(wr, k * 2 + QPF), _MM_HINT_T0);
+            __m512 w0 = load16_512(wr, k, FG_Q_F16, NULL), w1 = load16_512(wr, k + 16, FG_Q_F16, NULL);
+            /* keep w in registers: otherwise GCC redoes the load and widening per row */
+            if (NR > 1) __asm__("" : "+v"(w0), "+v"(w1));
+            for (int r = 0; r < NR; r++) {
+                a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * xs + k), a0[r]);
+                a1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + r * xs + k + 16), a1[r]);
+            }
+        }
+    } else {
+        /* int8: x rounded to int8 per block (prep_i8_512). vpdpbusd multiplies unsigned by signed
+         * bytes, so w is offset to unsigned (w ^ 0x80 = w + 128) and the offset's share,
+         * 128 * sum(xq) per block, is taken back out once per row through cx (below). One
+         * 64-byte line of w is two blocks: lanes 0-7 sum block 2L, lanes 8-15 block 2L+1; the
+         * int32 sums become float32 and meet the blocks' scales (sw * sx, expanded to those
+         * lanes by one permute) in one FMA. Exact integers up to there: |sum| < 2^24. */
+        const ptrdiff_t n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
+        const __m512i offset = _mm512_set1_epi8((char)0x80);
+        const __m512i lanes_of_block = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        __m512 corr[QMAX_ROWS];
+        for (int r = 0; r < NR; r++) corr[r] = _mm512_setzero_ps();
+        for (ptrdiff_t g = 0; g < n_b; g += 16) { /* 16 blocks: 8 lines */
+            ptrdiff_t nbg = n_b - g < 16 ? n_b - g : 16;
+            __mmask16 m = (__mmask16)((1u << nbg) - 1u);
+            __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sr + g)), cs[QMAX_ROWS];
+            for (int r = 0; r < NR; r++) {
+                cs[r] = _mm512_mul_ps(ws, _mm512_loadu_ps(sx + r * n16 + g));
+                corr[r] = _mm512_fmadd_ps(ws, _mm512_loadu_ps(cx + r * n16 + g), corr[r]);
+            }
+            __m512i idx = lanes_of_block;
+            for (ptrdiff_t L = 0; L < (nbg + 1) / 2; L++) {
+                ptrdiff_t kk = (g + 2 * L) * FG_Q8_BLOCK;
+                _mm_prefetch(qahead(wr, kk + QPF), _MM_HINT_T0);
+                __m512i wv = kk + 64 <= n_in ? _mm512_loadu_si512(wr + kk)
+                                             : _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFFull, wr + kk);
+                __m512i wu = _mm512_xor_si512(wv, offset);
                 for (int r = 0; r < NR; r++) {
-                    xe[r] = _mm512_loadu_ps(xp + r * n32 + k);
-                    xo[r] = _mm512_loadu_ps(xp + r * n32 + k + 16);
+                    __m512i dot = _mm512_setzero_si512();
+                    DPBUSD(dot, wu, *(const __m512i *)(xq + r * n64 + kk));
+                    __m512 sc = _mm512_permutexvar_ps(idx, cs[r]);
+                    if (L & 1) a1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, a1[r]);
+                    else a0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, a0[r]);
                 }
-                for (int j = 0; j < TO; j++) {
-                    __m512i v = _mm512_loadu_si512(wr[j] + k * 2);
-                    __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-                    __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-                    for (int r = 0; r < NR; r++) {
-                        acc[r][j] = _mm512_fmadd_ps(we, xe[r], acc[r][j]);
-                        acc[r][j] = _mm512_fmadd_ps(wo, xo[r], acc[r][j]);
-                    }
-                }
-            }
-        } else if (FMT == FG_Q_F16) {
-            for (; k + 32 <= k1; k += 32) {
-                if (PF)
-                    for (int j = 0; j < TO; j++) _mm_prefetch(wr[j] + (TO * n_in + k) * 2, _MM_HINT_T0);
-                for (int u = 0; u < 32; u += 16) {
-                    __m512 xv[QMAX_R4];
-                    for (int r = 0; r < NR; r++) xv[r] = _mm512_loadu_ps(x + r * xs + k + u);
-                    for (int j = 0; j < TO; j++) {
-                        __m512 wv = load16_512(wr[j], k + u, FG_Q_F16, NULL);
-                        /* keep wv in a register: otherwise GCC redoes the load and widening per row */
-                        if (NR > 1) __asm__("" : "+v"(wv));
-                        for (int r = 0; r < NR; r++) acc[r][j] = _mm512_fmadd_ps(wv, xv[r], acc[r][j]);
-                    }
-                }
-            }
-        } else {
-            for (; k + FG_Q8_BLOCK <= k1; k += FG_Q8_BLOCK) {
-                if (PF && ((k - k0) & 63) == 0)
-                    for (int j = 0; j < TO; j++) _mm_prefetch(wr[j] + TO * n_in + k, _MM_HINT_T0);
-                __m512i xv[QMAX_R4];
-                for (int r = 0; r < NR; r++) xv[r] = _mm512_loadu_si512(xq + r * n_in + k);
-                ptrdiff_t b = (k - k0) / FG_Q8_BLOCK;
-                for (int j = 0; j < TO; j++) {
-                    __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wr[j] + k)));
-                    if (NR > 1) __asm__("" : "+v"(wv));
-                    for (int r = 0; r < NR; r++) {
-                        __m512 d = _mm512_cvtepi32_ps(_mm512_madd_epi16(wv, xv[r]));
-                        acc[r][j] = _mm512_fmadd_ps(d, _mm512_set1_ps(csc[r * TO + j][b]), acc[r][j]);
-                    }
-                }
+                idx = _mm512_add_epi32(idx, _mm512_set1_epi32(2));
             }
         }
-        /* 16-bit rows: the last n_in % 32 weights, 16 at a time, then masked (int8 has no tail) */
-        for (; k + 16 <= k1; k += 16)
-            for (int j = 0; j < TO; j++) {
-                __m512 wv = load16_512(wr[j], k, FMT, NULL);
-                for (int r = 0; r < NR; r++) acc[r][j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + r * xs + k), acc[r][j]);
-            }
-        if (k < k1) {
-            __mmask16 m = (__mmask16)((1u << (k1 - k)) - 1u);
-            for (int j = 0; j < TO; j++) {
-                __m512 wv = load_tail_512(wr[j], k, k1 - k, FMT);
-                for (int r = 0; r < NR; r++)
-                    acc[r][j] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + r * xs + k), acc[r][j]);
-            }
-        }
+        for (int r = 0; r < NR; r++) a1[r] = _mm512_sub_ps(a1[r], corr[r]);
+        k = n_in;
     }
-    __mmask16 keep = (__mmask16)((1u << n_o) - 1u);
-    __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias) : _mm512_setzero_ps();
-    for (int r = 0; r < NR; r++) {
-        __m512 sum = TO == 8 ? _mm512_castps256_ps512(reduce8_512(acc[r])) : _mm512_castps128_ps512(reduce4_512(acc[r]));
-        _mm512_mask_storeu_ps(y + r * ys, keep, _mm512_add_ps(sum, b));
+    /* 16-bit rows: the last n_in % 32 weights, 16 at a time, then masked (int8 has no tail) */
+    for (; k + 16 <= n_in; k += 16) {
+        __m512 wv = load16_512(wr, k, FMT, NULL);
+        for (int r = 0; r < NR; r++) a0[r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + r * xs + k), a0[r]);
+    }
+    if (k < n_in) {
+        __mmask16 m = (__mmask16)((1u << (n_in - k)) - 1u);
+        __m512 wv = load_tail_512(wr, k, n_in - k, FMT);
+        for (int r = 0; r < NR; r++) a1[r] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + r * xs + k), a1[r]);
+    }
+    (void)esize;
+    for (int r = 0; r < NR; r++) part[r] = _mm512_add_ps(a0[r], a1[r]);
+}
+
+/* Rows o in [o_begin, o_end) of y against NR input rows: groups of 8 weight rows, each row
+ * streamed once (qrow_512), the group's 8 sums per input row reduced by one transpose-and-add
+ * tree, so that y[r, o] has one summation order whatever NR, the band or the thread split. */
+TARGET_512 __attribute__((always_inline)) static inline void
+qrows_512(const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, const float *x,
+          ptrdiff_t xs, const float *xp, const int8_t *xq, const float *sx, const float *cx, const float *bias,
+          float *y, ptrdiff_t ys, const int FMT, const int NR) {
+    const int esize = FMT == FG_Q_I8 ? 1 : 2;
+    const ptrdiff_t n_b = n_in / FG_Q8_BLOCK;
+    __m512 part[8][QMAX_ROWS], sums[QMAX_ROWS][8];
+    for (ptrdiff_t g = o_begin; g < o_end; g += 8) {
+        ptrdiff_t n_o = o_end - g < 8 ? o_end - g : 8;
+        for (ptrdiff_t j = 0; j < 8; j++) {
+            if (j < n_o)
+                qrow_512((const char *)w + (g + j) * n_in * esize, FMT == FG_Q_I8 ? s + (g + j) * n_b : NULL, n_in, x,
+                         xs, xp, xq, sx, cx, part[j], FMT, NR);
+            for (int r = 0; r < NR; r++) sums[r][j] = j < n_o ? part[j][r] : _mm512_setzero_ps();
+        }
+        __mmask16 keep = (__mmask16)((1u << n_o) - 1u);
+        __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias + g) : _mm512_setzero_ps();
+        for (int r = 0; r < NR; r++)
+            _mm512_mask_storeu_ps(y + r * ys + g, keep, _mm512_add_ps(_mm512_castps256_ps512(reduce8_512(sums[r])), b));
     }
 }
 
-typedef void (*qtile_fn)(const void *, const uint16_t *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, const float *,
-                         const int16_t *, const float *, const float *, float *, ptrdiff_t);
+typedef void (*qrows_fn)(const void *, const uint16_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                         const float *, const int8_t *, const float *, const float *, const float *, float *,
+                         ptrdiff_t);
 
-/* One instance per (format, TO, NR, PF) so that each tile's loops unroll and stay in registers. */
-#define QTILE_FN(FMT, TO, NR, PF)                                                                                    \
-    TARGET_512 static void qtile_##FMT##_##TO##_##NR##_##PF(                                                        \
-        const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t n_o, const float *x, ptrdiff_t xs,             \
-        const float *xp, const int16_t *xq, const float *xsc, const float *bias, float *y, ptrdiff_t ys) {         \
-        qtile_512(w, s, n_in, n_o, x, xs, xp, xq, xsc, bias, y, ys, FMT, TO, NR, PF);                               \
+/* One instance per (format, NR) so that each loop unrolls and stays in registers. */
+#define QROWS_FN(FMT, NR)                                                                                         \
+    TARGET_512 static void qrows_##FMT##_##NR(const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o0,      \
+                                             ptrdiff_t o1, const float *x, ptrdiff_t xs, const float *xp,        \
+                                             const int8_t *xq, const float *sx, const float *cx,                 \
+                                             const float *bias, float *y, ptrdiff_t ys) {                        \
+        qrows_512(w, s, n_in, o0, o1, x, xs, xp, xq, sx, cx, bias, y, ys, FMT, NR);                               \
     }
-#define QTILE_FNS(FMT)                                                                                               \
-    QTILE_FN(FMT, 8, 1, 1) QTILE_FN(FMT, 8, 2, 1) QTILE_FN(FMT, 8, 3, 1)                                             \
-    QTILE_FN(FMT, 4, 1, 0) QTILE_FN(FMT, 4, 2, 0) QTILE_FN(FMT, 4, 3, 0) QTILE_FN(FMT, 4, 4, 0) QTILE_FN(FMT, 4, 5, 0) \
-    QTILE_FN(FMT, 4, 6, 0) QTILE_FN(FMT, 4, 1, 1) QTILE_FN(FMT, 4, 2, 1) QTILE_FN(FMT, 4, 3, 1) QTILE_FN(FMT, 4, 4, 1) \
-    QTILE_FN(FMT, 4, 5, 1) QTILE_FN(FMT, 4, 6, 1)                                                                    \
-    static const qtile_fn QTILE8_##FMT[QMAX_R8 + 1] = {NULL, qtile_##FMT##_8_1_1, qtile_##FMT##_8_2_1,             \
-                                                       qtile_##FMT##_8_3_1};                                       \
-    static const qtile_fn QTILE4_##FMT[2][QMAX_R4 + 1] = {                                                         \
-        {NULL, qtile_##FMT##_4_1_0, qtile_##FMT##_4_2_0, qtile_##FMT##_4_3_0, qtile_##FMT##_4_4_0,                 \
-         qtile_##FMT##_4_5_0, qtile_##FMT##_4_6_0},                                                                \
-        {NULL, qtile_##FMT##_4_1_1, qtile_##FMT##_4_2_1, qtile_##FMT##_4_3_1, qtile_##FMT##_4_4_1,                 \
-         qtile_##FMT##_4_5_1, qtile_##FMT##_4_6_1}};
+#define QROWS_FNS(FMT)                                                                                            \
+    QROWS_FN(FMT, 1) QROWS_FN(FMT, 2) QROWS_FN(FMT, 3) QROWS_FN(FMT, 4) QROWS_FN(FMT, 5) QROWS_FN(FMT, 6)         \
+    QROWS_FN(FMT, 7) QROWS_FN(FMT, 8)                                                                             \
+    static const qrows_fn QROWS_##FMT[QMAX_ROWS + 1] = {NULL,            qrows_##FMT##_1, qrows_##FMT##_2,       \
+                                                        qrows_##FMT##_3, qrows_##FMT##_4, qrows_##FMT##_5,       \
+                                                        qrows_##FMT##_6, qrows_##FMT##_7, qrows_##FMT##_8};
 /* FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2: literal so that the names paste */
-QTILE_FNS(0)
-QTILE_FNS(1)
-QTILE_FNS(2)
-static const qtile_fn *const QTILE8[3] = {QTILE8_0, QTILE8_1, QTILE8_2};
-static const qtile_fn (*const QTILE4[3])[QMAX_R4 + 1] = {QTILE4_0, QTILE4_1, QTILE4_2};
+QROWS_FNS(0)
+QROWS_FNS(1)
+QROWS_FNS(2)
+static const qrows_fn *const QROWS[3] = {QROWS_0, QROWS_1, QROWS_2};
 
-/* Rows o in [o_begin, o_end). Up to 3 input rows: tiles of 8 weight rows, one pass. More: tiles
- * of 4, the input rows in near-equal chunks of at most 6; the first chunk streams the tile from
- * memory (and prefetches the next), the others re-read it from L1. */
+/* Rows o in [o_begin, o_end): the input rows in chunks of at most 8, each one pass over the band. */
 static void qlinear_rows_512(const void *w, const uint16_t *s, int fmt, const float *bias, const float *x,
                              ptrdiff_t xs, const void *prep, float *y, ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in,
                              ptrdiff_t o_begin, ptrdiff_t o_end) {
-    const int esize = fmt == FG_Q_I8 ? 1 : 2;
-    const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n32 = n_in / 32 * 32;
+    const ptrdiff_t n32 = n_in / 32 * 32, n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
     const float *xp = fmt == FG_Q_BF16 ? (const float *)prep : NULL;
-    const int16_t *xq = fmt == FG_Q_I8 ? (const int16_t *)prep : NULL;
-    const float *xsc = fmt == FG_Q_I8
-                           ? (const float *)((const char *)prep + align64(n_rows * n_in * (ptrdiff_t)sizeof(int16_t)))
-                           : NULL;
-#define QROW(o) ((const char *)w + (o) * n_in * esize), (fmt == FG_Q_I8 ? s + (o) * n_b : NULL)
-#define QX(r) x + (r) * xs, xs, xp ? xp + (r) * n32 : NULL, xq ? xq + (r) * n_in : NULL, xsc ? xsc + (r) * n_b : NULL
-    if (n_rows <= QMAX_R8) {
-        for (ptrdiff_t o = o_begin; o < o_end; o += 8) {
-            ptrdiff_t n_o = o_end - o < 8 ? o_end - o : 8;
-            QTILE8[fmt][n_rows](QROW(o), n_in, n_o, QX(0), bias ? bias + o : NULL, y + o, ys);
-        }
-        return;
+    const int8_t *xq = NULL;
+    const float *sx = NULL, *cx = NULL;
+    if (fmt == FG_Q_I8) i8_prep_parts(prep, n_rows, n_in, &xq, &sx, &cx);
+    for (ptrdiff_t r = 0; r < n_rows; r += QMAX_ROWS) {
+        int nr = n_rows - r < QMAX_ROWS ? (int)(n_rows - r) : QMAX_ROWS;
+        QROWS[fmt][nr](w, s, n_in, o_begin, o_end, x + r * xs, xs, xp ? xp + r * n32 : NULL, xq ? xq + r * n64 : NULL,
+                       sx ? sx + r * n16 : NULL, cx ? cx + r * n16 : NULL, bias, y + r * ys, ys);
     }
-    ptrdiff_t n_chunks = (n_rows + QMAX_R4 - 1) / QMAX_R4;
-    for (ptrdiff_t o = o_begin; o < o_end; o += 4) {
-        ptrdiff_t n_o = o_end - o < 4 ? o_end - o : 4;
-        for (ptrdiff_t c = 0, r = 0; c < n_chunks; c++) {
-            ptrdiff_t nr = (n_rows - r) / (n_chunks - c);
-            QTILE4[fmt][c == 0][nr](QROW(o), n_in, n_o, QX(r), bias ? bias + o : NULL, y + r * ys + o, ys);
-            r += nr;
-        }
-    }
-#undef QROW
-#undef QX
 }
 
 TARGET_512 static void dequantize_rows_512(const void *w, const uint16_t *s, int fmt, ptrdiff_t n_in,
@@ -482,7 +497,7 @@ void fg_qlinear_rows(const void *w, const uint16_t *s, int fmt, const float *bia
                      ptrdiff_t o_end, int level) {
     if (n_rows <= 0 || o_end <= o_begin) return;
 #ifdef FG_X86
-    if (level >= FG_AVX512) {
+    if (level >= FG_AVX512 && (fmt != FG_Q_I8 || has_vnni())) {
         qlinear_rows_512(w, s, fmt, bias, x, xs, prep, y, ys, n_rows, n_in, o_begin, o_end);
         return;
     }

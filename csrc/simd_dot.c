@@ -1,11 +1,9 @@
 /* Dot products and the fp32 matrix-vector rows that decoding spends its time in.
  *
  * Decode is bound by reading the weights once per token, so the kernel's job is to keep
- * loads streaming: the AVX-512 path takes a tile of 8 (or 4) weight rows, dots it with every
- * input row while it is in L1 (up to 3, or 6, rows per pass), and prefetches the next tile.
- * The 8 rows are 8 independent FMA chains even for one input row, and their 8 sums are reduced
- * together by one transpose-and-add tree. AVX2 and scalar fallbacks do one weight row at a
- * time. No fast-math: sums are reassociated only in the explicit ways written here.
+ * loads streaming: every path reads one weight row at a time, front to back, and dots it with
+ * every input row (up to 8) while it is in L1. The AVX-512 path sums 8 rows' results together
+ * by one transpose-and-add tree. No fast-math: sums are reassociated only in the explicit ways written here.
  *
  * Dimension legend: n rows of x (tokens), i input width, o output rows (rows of w [o, i]).
  */
@@ -115,106 +113,87 @@ __attribute__((target("avx512f"))) static inline __m256 reduce8_avx512(const __m
     return _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
 }
 
-/* The same tree for 4 accumulators: out lane j = sum of a[j], in the same order as reduce8. */
-__attribute__((target("avx512f"))) static inline __m128 reduce4_avx512(const __m512 a[4]) {
-    __m512 u = quadsum_ps(pairsum_ps(a[0], a[1]), pairsum_ps(a[2], a[3]));
-    __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(3, 1, 3, 1)));  /* [L0+L1, L2+L3, ..] */
-    return _mm_add_ps(_mm512_castps512_ps128(s), _mm512_extractf32x4_ps(s, 1));
-}
-
-/* The decode tile: TO weight rows (8 or 4) against NR input rows, one pass over the rows.
- * Each weight vector is loaded once and used by every input row; the TO weight rows give N=1
- * TO independent FMA chains and the loads TO sequential streams. Registers: TO * NR
- * accumulators + NR inputs + 1 weight vector <= 32, so NR <= 3 for TO = 8 and <= 6 for TO = 4.
- * A tile with fewer than TO valid rows (n_o) re-reads its last row in the spare slots and
- * discards them. The tile prefetches into L1 as it goes, one line per weight vector: the next
- * tile's rows (the next TO rows of w) if a tile is at most MV_PF_TILE floats, otherwise (rows
- * of 3072) MV_PF_ROW floats ahead in each row, as a whole next tile would evict this one from
- * L1. With 4-8 row streams the hardware prefetchers alone left DRAM bandwidth unused (N = 8,
- * I = 768: 23 -> 28 GB/s; I = 3072: 17 -> 19 GB/s); into L2, or two tiles ahead, was worse. */
-#define MV_MAX_R8 3
-#define MV_MAX_R4 6
-#define MV_PF_TILE 8192 /* floats: 32 KB of the 48 KB L1 */
-#define MV_PF_ROW 512
+/* The decode rows: one weight row at a time against NR input rows (1-8). Each thread's band of
+ * rows is one contiguous stretch of memory, and reading it front to back as a single stream is
+ * what the hardware prefetcher follows best: against read_sum's bandwidth, one row at a time
+ * streamed 99-104% (plus a software prefetch MV_PF floats ahead in the same stream), where
+ * tiles of 8 rows read in parallel (8 streams 3 KB apart) reached 70-89% even with software
+ * prefetch (2 threads and 1, 3072 x 768 matrices, /tmp microbenchmark of 2026-11-22).
+ * Each weight vector is loaded once and used by every input row; two FMA chains per input row
+ * (even and odd 16-float chunks). A row's two chains are added, parked in a small buffer, and
+ * every 8 rows summed by one transpose-and-add tree (reduce8_avx512), so that y[r, o] has one
+ * summation order whatever NR, the band or the thread split. */
+#define MV_MAX_ROWS 8
+#define MV_PF 2048 /* floats (8 KB) ahead: measured better than 0, 256, 512 and 1024 at 1 thread */
 
 __attribute__((target("avx512f"), always_inline)) static inline void
-mv_tile_avx512(const float *w, ptrdiff_t n_in, ptrdiff_t n_o, const float *x, ptrdiff_t xs, const float *bias,
-               float *y, ptrdiff_t ys, const int TO, const int NR) {
-    const float *wr[8];
-    __m512 acc[MV_MAX_R4][8];
-    for (int j = 0; j < TO; j++) wr[j] = w + (j < n_o ? j : n_o - 1) * n_in;
-    for (int r = 0; r < NR; r++)
-        for (int j = 0; j < TO; j++) acc[r][j] = _mm512_setzero_ps();
-    ptrdiff_t pf = TO * n_in <= MV_PF_TILE ? TO * n_in : MV_PF_ROW;  /* prefetch distance, floats */
-    ptrdiff_t k = 0;
-    for (; k + 16 <= n_in; k += 16) {
-        __m512 xv[MV_MAX_R4];
-        for (int r = 0; r < NR; r++) xv[r] = _mm512_loadu_ps(x + r * xs + k);
-        for (int j = 0; j < TO; j++) {
-            _mm_prefetch(ahead(wr[j], pf + k), _MM_HINT_T0);
-            __m512 wv = _mm512_loadu_ps(wr[j] + k);
-            /* keep wv in a register: otherwise GCC folds the load into every FMA (NR loads) */
-            if (NR > 1) __asm__("" : "+v"(wv));
-            for (int r = 0; r < NR; r++) acc[r][j] = _mm512_fmadd_ps(wv, xv[r], acc[r][j]);
+mv_rows_avx512(const float *w, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, const float *x, ptrdiff_t xs,
+               const float *bias, float *y, ptrdiff_t ys, const int NR) {
+    __m512 part[MV_MAX_ROWS][8];  /* each (input row, weight row of the group): its row sum, per lane */
+    for (ptrdiff_t g = o_begin; g < o_end; g += 8) {
+        ptrdiff_t n_o = o_end - g < 8 ? o_end - g : 8;
+        for (ptrdiff_t j = 0; j < 8; j++) {
+            if (j >= n_o) {  /* spare slots of a last partial group: reduced, then discarded */
+                for (int r = 0; r < NR; r++) part[r][j] = _mm512_setzero_ps();
+                continue;
+            }
+            const float *wr = w + (g + j) * n_in;
+            __m512 a0[MV_MAX_ROWS], a1[MV_MAX_ROWS];
+            for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+            ptrdiff_t k = 0;
+            for (; k + 32 <= n_in; k += 32) {
+                _mm_prefetch(ahead(wr, k + MV_PF), _MM_HINT_T0);
+                _mm_prefetch(ahead(wr, k + MV_PF + 16), _MM_HINT_T0);
+                __m512 w0 = _mm512_loadu_ps(wr + k), w1 = _mm512_loadu_ps(wr + k + 16);
+                /* keep w in registers: otherwise GCC folds the loads into every FMA (NR loads) */
+                if (NR > 1) __asm__("" : "+v"(w0), "+v"(w1));
+                for (int r = 0; r < NR; r++) {
+                    a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * xs + k), a0[r]);
+                    a1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + r * xs + k + 16), a1[r]);
+                }
+            }
+            if (k + 16 <= n_in) {
+                __m512 w0 = _mm512_loadu_ps(wr + k);
+                for (int r = 0; r < NR; r++) a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * xs + k), a0[r]);
+                k += 16;
+            }
+            if (k < n_in) {  /* masked tail: no scalar loop, no read past the end of a row */
+                __mmask16 m = (__mmask16)((1u << (n_in - k)) - 1u);
+                __m512 w1 = _mm512_maskz_loadu_ps(m, wr + k);
+                for (int r = 0; r < NR; r++)
+                    a1[r] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m, x + r * xs + k), a1[r]);
+            }
+            for (int r = 0; r < NR; r++) part[r][j] = _mm512_add_ps(a0[r], a1[r]);
         }
-    }
-    if (k < n_in) {  /* masked tail: no scalar loop, no read past the end of a row */
-        __mmask16 m = (__mmask16)((1u << (n_in - k)) - 1u);
-        __m512 xv[MV_MAX_R4];
-        for (int r = 0; r < NR; r++) xv[r] = _mm512_maskz_loadu_ps(m, x + r * xs + k);
-        for (int j = 0; j < TO; j++) {
-            __m512 wv = _mm512_maskz_loadu_ps(m, wr[j] + k);
-            for (int r = 0; r < NR; r++) acc[r][j] = _mm512_fmadd_ps(wv, xv[r], acc[r][j]);
-        }
-    }
-    /* 512-bit masked load/store of the low TO lanes: AVX512F only, no AVX512VL needed */
-    __mmask16 keep = (__mmask16)((1u << n_o) - 1u);
-    __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias) : _mm512_setzero_ps();
-    for (int r = 0; r < NR; r++) {
-        __m512 sum = TO == 8 ? _mm512_castps256_ps512(reduce8_avx512(acc[r]))
-                             : _mm512_castps128_ps512(reduce4_avx512(acc[r]));
-        _mm512_mask_storeu_ps(y + r * ys, keep, _mm512_add_ps(sum, b));
+        /* 512-bit masked load/store of the low n_o lanes: AVX512F only, no AVX512VL needed */
+        __mmask16 keep = (__mmask16)((1u << n_o) - 1u);
+        __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias + g) : _mm512_setzero_ps();
+        for (int r = 0; r < NR; r++)
+            _mm512_mask_storeu_ps(y + r * ys + g, keep, _mm512_add_ps(_mm512_castps256_ps512(reduce8_avx512(part[r])), b));
     }
 }
 
-/* One instance per (TO, NR), so each tile's loops unroll fully and stay in registers. */
-#define MV_TILE_FN(TO, NR)                                                                                 \
-    __attribute__((target("avx512f"))) static void mv_tile_##TO##_##NR(                                    \
-        const float *w, ptrdiff_t n_in, ptrdiff_t n_o, const float *x, ptrdiff_t xs, const float *bias,    \
-        float *y, ptrdiff_t ys) {                                                                          \
-        mv_tile_avx512(w, n_in, n_o, x, xs, bias, y, ys, TO, NR);                                          \
+/* One instance per NR, so each loop unrolls fully and the accumulators stay in registers. */
+#define MV_ROWS_FN(NR)                                                                                      \
+    __attribute__((target("avx512f"))) static void mv_rows_##NR(const float *w, ptrdiff_t n_in, ptrdiff_t o0, \
+                                                                ptrdiff_t o1, const float *x, ptrdiff_t xs,   \
+                                                                const float *bias, float *y, ptrdiff_t ys) {  \
+        mv_rows_avx512(w, n_in, o0, o1, x, xs, bias, y, ys, NR);                                            \
     }
-MV_TILE_FN(8, 1) MV_TILE_FN(8, 2) MV_TILE_FN(8, 3)
-MV_TILE_FN(4, 1) MV_TILE_FN(4, 2) MV_TILE_FN(4, 3) MV_TILE_FN(4, 4) MV_TILE_FN(4, 5) MV_TILE_FN(4, 6)
+MV_ROWS_FN(1) MV_ROWS_FN(2) MV_ROWS_FN(3) MV_ROWS_FN(4) MV_ROWS_FN(5) MV_ROWS_FN(6) MV_ROWS_FN(7) MV_ROWS_FN(8)
 
-typedef void (*mv_tile_fn)(const float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, const float *, float *, ptrdiff_t);
-static const mv_tile_fn MV_TILE8[MV_MAX_R8 + 1] = {NULL, mv_tile_8_1, mv_tile_8_2, mv_tile_8_3};
-static const mv_tile_fn MV_TILE4[MV_MAX_R4 + 1] = {NULL,        mv_tile_4_1, mv_tile_4_2, mv_tile_4_3,
-                                                   mv_tile_4_4, mv_tile_4_5, mv_tile_4_6};
+typedef void (*mv_rows_fn)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, const float *,
+                           float *, ptrdiff_t);
+static const mv_rows_fn MV_ROWS[MV_MAX_ROWS + 1] = {NULL,      mv_rows_1, mv_rows_2, mv_rows_3, mv_rows_4,
+                                                    mv_rows_5, mv_rows_6, mv_rows_7, mv_rows_8};
 
-/* y[r, o] for o in [o_begin, o_end). Up to 3 input rows: tiles of 8 weight rows, one pass.
- * More: tiles of 4 weight rows, the input rows in near-equal chunks of at most 6 (8 = 4 + 4);
- * the first chunk streams the tile from memory, the others re-read it from L1/L2. */
-__attribute__((target("avx512f"))) static void linear_rows_avx512(const float *w, const float *bias, const float *x,
-                                                                  ptrdiff_t xs, float *y, ptrdiff_t ys, ptrdiff_t n_rows,
-                                                                  ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end) {
-    if (n_rows <= 0) return;
-    if (n_rows <= MV_MAX_R8) {
-        for (ptrdiff_t o = o_begin; o < o_end; o += 8) {
-            ptrdiff_t n_o = o_end - o < 8 ? o_end - o : 8;
-            MV_TILE8[n_rows](w + o * n_in, n_in, n_o, x, xs, bias ? bias + o : NULL, y + o, ys);
-        }
-        return;
-    }
-    ptrdiff_t n_chunks = (n_rows + MV_MAX_R4 - 1) / MV_MAX_R4;
-    for (ptrdiff_t o = o_begin; o < o_end; o += 4) {
-        ptrdiff_t n_o = o_end - o < 4 ? o_end - o : 4;
-        for (ptrdiff_t c = 0, r = 0; c < n_chunks; c++) {
-            ptrdiff_t nr = (n_rows - r) / (n_chunks - c);  /* near-equal chunks, the larger last */
-            MV_TILE4[nr](w + o * n_in, n_in, n_o, x + r * xs, xs, bias ? bias + o : NULL, y + r * ys + o, ys);
-            r += nr;
-        }
+/* y[r, o] for o in [o_begin, o_end): input rows in chunks of at most 8, each chunk one pass
+ * over the band of w (decoding has at most 8; more re-read w, from L2 for a small band). */
+static void linear_rows_avx512(const float *w, const float *bias, const float *x, ptrdiff_t xs, float *y, ptrdiff_t ys,
+                               ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end) {
+    for (ptrdiff_t r = 0; r < n_rows; r += MV_MAX_ROWS) {
+        ptrdiff_t nr = n_rows - r < MV_MAX_ROWS ? n_rows - r : MV_MAX_ROWS;
+        MV_ROWS[nr](w, n_in, o_begin, o_end, x + r * xs, xs, bias, y + r * ys, ys);
     }
 }
 

@@ -254,6 +254,48 @@ def linear_ref(x: np.ndarray, w: QuantizedWeight, b: np.ndarray | None, out: np.
     return out
 
 
+def quantize_activations_q8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, I) rounded to int8 per block of 32 inputs, as the compiled int8 kernels do.
+
+    llama.cpp's q8_0 rule, in float32: d = absmax / 127, q = rint(x * (1 / d)) (ties to even;
+    an all-zero block has d = 0 and q = 0). Returns q (N, I) int8 and d (N, I / 32) float32;
+    q * d approximates x with |error| <= d / 2.
+    """
+    N, I = x.shape
+    blocks = np.ascontiguousarray(x, dtype=np.float32).reshape(N, I // INT8_BLOCK, INT8_BLOCK)
+    d = np.abs(blocks).max(axis=2) / np.float32(_INT8_MAX)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d > 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(blocks * inv[:, :, None]), -_INT8_MAX, _INT8_MAX).astype(np.int8)
+    return q.reshape(N, I), d
+
+
+def linear_ref_q8(x: np.ndarray, w: QuantizedWeight, b: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+    """out = x @ w.T + b with int8 ``w`` *and* x rounded to int8 per block (the spec of the int8 kernels).
+
+    Each block's product is an exact integer dot of the two int8 blocks, scaled by the product of
+    the two scales; blocks are summed in float64 here (the kernels sum in float32 in their own
+    order, so they agree with this to float32 rounding). Compared with ``linear_ref`` this adds
+    the error of rounding x to 8 bits, NMSE ~2e-5 on Gaussian x.
+    """
+    if w.format != "int8":
+        raise QuantizationError(f"linear_ref_q8 needs int8 weights, got {w.format}")
+    N, I = x.shape
+    n_b = I // INT8_BLOCK
+    xq, xd = quantize_activations_q8(x)
+    xq = xq.reshape(N, n_b, INT8_BLOCK).astype(np.int32)
+    for o0 in range(0, w.shape[0], _REF_ROW_CHUNK):
+        o1 = min(o0 + _REF_ROW_CHUNK, w.shape[0])
+        wq = w.data[o0:o1].reshape(o1 - o0, n_b, INT8_BLOCK).astype(np.int32)
+        dots = np.einsum("nbk,obk->nob", xq, wq)                                     # exact int32
+        ws = w.scales[o0:o1].view(np.float16).astype(np.float32)                     # (o, b)
+        scale = (xd[:, None, :] * ws[None, :, :]).astype(np.float64)                 # float32 products
+        out[:, o0:o1] = (dots * scale).sum(axis=2)
+    if b is not None:
+        out += b
+    return out
+
+
 # -- whole models ------------------------------------------------------------------------------------
 LINEAR_FIELDS = ("attn_qkv_w", "attn_proj_w", "mlp_fc_w", "mlp_proj_w")
 

@@ -27,6 +27,7 @@ cdef extern from "fastgpt_kernels.h" nogil:
 cdef extern from "fastgpt_kernels.h" nogil:
     int FG_Q_BF16, FG_Q_F16, FG_Q_I8, FG_Q8_BLOCK
     int fg_quant_level()
+    int fg_q8_activations(int level)
     Py_ssize_t fg_qprep_bytes(int fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int level)
     void fg_qprep_x(int fmt, const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in, void *prep,
                     int level)

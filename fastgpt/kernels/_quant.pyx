@@ -19,7 +19,7 @@ from libc.stdlib cimport free
 
 from ._csrc cimport (FG_AVX2, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_dequantize_rows, fg_gemm_f32,
                      fg_gemm_pack_x_f32, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes, fg_qprep_x,
-                     fg_quant_level)
+                     fg_q8_activations, fg_quant_level)
 
 from ._openmp cimport fg_thread_id
 
@@ -47,6 +47,12 @@ FORMAT_CODES = {"bfloat16": FG_Q_BF16, "float16": FG_Q_F16, "int8": FG_Q_I8}
 def quant_level():
     """The SIMD level the quantized kernels use (0 scalar, 1 AVX2+FMA+F16C, 2 AVX-512)."""
     return QUANT_LEVEL
+
+
+def int8_activations(int max_level=2):
+    """Whether int8 decode products (N <= DECODE_MAX_ROWS) round x to int8 per block of 32, as
+    fastgpt.quant.linear_ref_q8 specifies (AVX-512 with VNNI); otherwise x stays float32."""
+    return bool(fg_q8_activations(min(QUANT_LEVEL, max_level)))
 
 
 cdef int check_weight(object w, Py_ssize_t n_in, const void **wp, const unsigned short **sp) except -1:
