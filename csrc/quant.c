@@ -19,9 +19,9 @@
  * multiplies 64 weights per instruction; this adds an NMSE of ~2e-5 on Gaussian x (about the
  * int8 weights' own error) and made the loop 1.8x faster in cache (58 vs 32 GB/s on one core;
  * x rounded to int16 with vpmaddwd, the earlier path, was slower than DRAM on one core).
- * quant.linear_ref_q8 is the spec of this arithmetic. Not used: AVX512_BF16's vdpbf16ps (x
- * rounded to bfloat16 would double the error of bfloat16 weights for no gain: the bfloat16 loop
- * already runs at ~70 GB/s from cache).
+ * quant.linear_ref_int8_activations is the spec of this arithmetic (shared with qgemm.c).
+ * Not used: AVX512_BF16's vdpbf16ps (x rounded to bfloat16 would double the error of bfloat16
+ * weights for no gain: the bfloat16 loop already runs at ~70 GB/s from cache).
  *
  * Non-goals: no threads (the Cython wrapper runs a prange over row blocks), no allocation,
  * no fast-math. Int8 needs n_in % 32 == 0 (checked in Python).
@@ -192,11 +192,14 @@ TARGET_512 static void prep_bf16_512(const float *x, ptrdiff_t xs, ptrdiff_t n_r
         }
 }
 
-/* int8 x for vpdpbusd: each block of 32 inputs rounded to int8 (llama.cpp's q8_0 rule: d = absmax
- * / 127, q = rint(x / d)); sx = d; cx = 128 * d * sum(q) (the offset correction, see qrow_512).
- * Rows padded with zeros to n64 inputs and n16 blocks so that the kernel's loads stay whole. */
+/* int8 x for vpdpbusd: each block of 32 inputs rounded to int8 exactly as
+ * quant.quantize_activations_int8 (the spec, shared with the prefill GEMM of qgemm.c):
+ * q = rint(x * (127 / absmax)), sx = absmax / 127; a block with absmax < 2^-100 is zero; a block
+ * holding NaN or inf gets q = 0 and sx = NaN, which makes every output of its row NaN. Also
+ * cx = 128 * sx * sum(q), the offset correction (see qrow_512). Rows are padded with zeros to
+ * n64 inputs and n16 blocks so that the kernel's loads stay whole. */
 TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, int8_t *xq,
-                                    float *sx, float *cx) {
+                                   float *sx, float *cx) {
     const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
     for (ptrdiff_t r = 0; r < n_rows; r++) {
         memset(xq + r * n64, 0, (size_t)n64);
@@ -205,18 +208,21 @@ TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t n_row
             const float *xb = x + r * xs + b * FG_Q8_BLOCK;
             __m512 lo = _mm512_loadu_ps(xb), hi = _mm512_loadu_ps(xb + 16);
             float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-            float d = m / 127.f, id = d > 0.f && d <= 3.4e38f ? 1.f / d : 0.f;
-            __m512 vid = _mm512_set1_ps(id);
-            /* rint (the default rounding mode); |q| <= 127 by construction, saturation is a guard */
-            __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, vid)), qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, vid));
-            _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK), _mm512_cvtsepi32_epi8(qlo));
-            _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK + 16), _mm512_cvtsepi32_epi8(qhi));
-            int qsum = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
-            /* a NaN or inf in the block: make the block's contribution NaN / inf, as in float32 */
-            if (_mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(hi, hi, _CMP_UNORD_Q)) d = __builtin_nanf("");
-            else if (!(m <= 3.4e38f)) d = m;
+            int finite = !(_mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(hi, hi, _CMP_UNORD_Q)) &&
+                         m <= 3.4028235e38f;
+            float d = 0.f, qsum = 0.f;
+            if (!finite) d = __builtin_nanf("");
+            else if (m >= 0x1p-100f) {
+                __m512 inv = _mm512_set1_ps(127.f / m);
+                /* rint (the default rounding mode); |q| <= 127 by construction, saturation is a guard */
+                __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv)), qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
+                _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK), _mm512_cvtsepi32_epi8(qlo));
+                _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK + 16), _mm512_cvtsepi32_epi8(qhi));
+                d = m / 127.f;
+                qsum = (float)_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+            }
             sx[r * n16 + b] = d;
-            cx[r * n16 + b] = 128.f * d * (float)qsum;
+            cx[r * n16 + b] = 128.f * d * qsum;
         }
     }
 }
@@ -243,7 +249,7 @@ void fg_qprep_x(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff
 }
 
 #define QMAX_ROWS 8
-#define QPF 4096 /* bytes ahead in the weight stream that the loops prefetch (as simd_dot.c) */
+#define QPF 2048 /* bytes ahead in the weight stream that the loops prefetch (as simd_dot.c) */
 
 /* &p[k] for a prefetch, which may point past the end of w: computed on integers, since pointer
  * arithmetic beyond an array is undefined even if never dereferenced. */
@@ -297,6 +303,9 @@ qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptr
         const __m512i lanes_of_block = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
         __m512 corr[QMAX_ROWS];
         for (int r = 0; r < NR; r++) corr[r] = _mm512_setzero_ps();
+        /* the scales are a second stream, 1/16 the bytes of w: as far ahead in rows as w's prefetch.
+         * Rows advance by less than a line, so every line of scales gets one. */
+        _mm_prefetch(qahead((const char *)sr, QPF / 16), _MM_HINT_T0);
         for (ptrdiff_t g = 0; g < n_b; g += 16) { /* 16 blocks: 8 lines */
             ptrdiff_t nbg = n_b - g < 16 ? n_b - g : 16;
             __mmask16 m = (__mmask16)((1u << nbg) - 1u);

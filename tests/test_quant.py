@@ -7,7 +7,7 @@ Tolerances, as NMSE = sum((got - want)^2) / sum(want^2) against the reference
   dequantized tiles, so only the summation order differs from BLAS: float32 dots of length
   <= 3072 measure ~1e-12 at worst; 1e-10 leaves room.
 - Q8_NMSE: with AVX512-VNNI the int8 decode kernel rounds x to int8 per block of 32, as
-  llama.cpp's q8_0 does (csrc/quant.c). fastgpt.quant.linear_ref_q8 is the exact spec of that
+  llama.cpp's q8_0 does (csrc/quant.c). fastgpt.quant.linear_ref_int8_activations is the exact spec of that
   arithmetic and the kernel must meet it to SUM_ORDER_NMSE. Against linear_ref the rounding
   adds an error of up to d / 2 per element (d = block absmax / 127): NMSE ~2e-5 on Gaussian
   data on average, but a product with only 3 outputs measured up to 4.5e-4, hence 2e-3.
@@ -28,8 +28,8 @@ import pytest
 from fastgpt import GPT2Config, Model
 from fastgpt.backend import kernels_available, select_backend
 from fastgpt.quant import (DTYPES, FORMATS, INT8_BLOCK, QuantizationError, QuantizedWeight, bf16_bits_to_float32,
-                           dequantize_weights, f16_bits_to_float32, float32_to_bf16_bits, linear_ref, linear_ref_q8,
-                           quantize, quantize_activations_q8, quantize_weights)
+                           dequantize_weights, f16_bits_to_float32, float32_to_bf16_bits, linear_ref,
+                           linear_ref_int8_activations, quantize, quantize_activations_int8, quantize_weights)
 from fastgpt.weights import random_weights
 
 SUM_ORDER_NMSE = 1e-10
@@ -62,7 +62,7 @@ def assert_within_q8_rounding(got, want, x, w, what):
     A bound per output, unlike an NMSE, holds for any single product (a lone output near zero
     has an unbounded relative error); the float32 slack covers summation order.
     """
-    _, d = quantize_activations_q8(x)
+    _, d = quantize_activations_int8(x)
     wd = np.abs(w.dequantize()).astype(np.float64)
     block_abs = wd.reshape(wd.shape[0], -1, INT8_BLOCK).sum(-1)     # (O, blocks)
     bound = (d.astype(np.float64) / 2) @ block_abs.T
@@ -172,23 +172,23 @@ def test_activation_rounding_q8_bounds_and_zero_blocks():
     x = rng.standard_normal((3, 96)).astype(np.float32) * np.float32(5)
     x[0, :32] = 0.0                                               # an all-zero block
     x[1, 33] = 400.0                                              # an outlier sets its block's step
-    q, d = quantize_activations_q8(x)
-    assert q.dtype == np.int8 and d.shape == (3, 3) and d.dtype == np.float32
-    assert d[0, 0] == 0 and (q[0, :32] == 0).all()
+    q, d = quantize_activations_int8(x)
+    assert q.dtype == np.int8 and q.shape == (3, 3, 32) and d.shape == (3, 3) and d.dtype == np.float32
+    assert d[0, 0] == 0 and (q[0, 0] == 0).all()
     blocks = x.reshape(3, 3, 32)
     assert np.allclose(d, np.abs(blocks).max(-1) / 127, rtol=1e-6)
-    assert (np.abs(q.reshape(3, 3, 32)).max(-1)[d > 0] == 127).all()  # the absmax element maps to +-127
-    err = np.abs(q.reshape(3, 3, 32) * d[..., None] - blocks)
+    assert (np.abs(q).max(-1)[d > 0] == 127).all()                # the absmax element maps to +-127
+    err = np.abs(q * d[..., None] - blocks)
     assert (err <= d[..., None] * (0.5 + 1e-6)).all()
 
 
 def test_q8_reference_is_close_to_the_float_reference():
-    """linear_ref_q8 only rounds x on top of linear_ref's int8 weights: within Q8_NMSE of it."""
+    """linear_ref_int8_activations only rounds x on top of linear_ref's int8 weights: within Q8_NMSE of it."""
     rng = np.random.default_rng(6)
     w = quantize((rng.standard_normal((300, 768)) * 0.05).astype(np.float32), "int8")
     x = rng.standard_normal((4, 768)).astype(np.float32)
     want = linear_ref(x, w, None, np.empty((4, 300), np.float32))
-    got = linear_ref_q8(x, w, None, np.empty((4, 300), np.float32))
+    got = linear_ref_int8_activations(x, w, None, np.empty((4, 300), np.float32))
     e = nmse(got, want)
     assert 1e-7 < e <= Q8_NMSE, e                                 # x really was rounded, and not badly
 
@@ -220,7 +220,8 @@ def _rounds_x(fmt, N, level=2):
 def _check(got, x, w, b, want, fmt, N, what, level=2):
     """got against the float reference; a product that rounds x to int8 also against its spec."""
     if _rounds_x(fmt, N, level):
-        assert_nmse(got, linear_ref_q8(x, w, b, np.empty_like(got)), SUM_ORDER_NMSE, f"{what} vs linear_ref_q8")
+        assert_nmse(got, linear_ref_int8_activations(x, w, b, np.empty_like(got)), SUM_ORDER_NMSE,
+                    f"{what} vs linear_ref_int8_activations")
         assert_within_q8_rounding(got, want, x, w, what)
     else:
         assert_nmse(got, want, SUM_ORDER_NMSE, what)

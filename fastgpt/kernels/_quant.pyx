@@ -51,7 +51,7 @@ def quant_level():
 
 def int8_activations(int max_level=2):
     """Whether int8 decode products (N <= DECODE_MAX_ROWS) round x to int8 per block of 32, as
-    fastgpt.quant.linear_ref_q8 specifies (AVX-512 with VNNI); otherwise x stays float32."""
+    fastgpt.quant.linear_ref_int8_activations specifies (AVX-512 with VNNI); otherwise x stays float32."""
     return bool(fg_q8_activations(min(QUANT_LEVEL, max_level)))
 
 
