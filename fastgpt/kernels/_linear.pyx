@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """out (N, O) = x (N, I) @ w (O, I).T + b (O,), w row-major [out, in]: two kernels.
 
-- ``linear``: the decode matrix-vector product (few rows, N <= ~8). Each weight tile is
+- ``linear``: the decode matrix-vector product (few rows, N <= ~8). Each weight row is
   streamed once from memory and dotted with every row of x (csrc/simd_dot.c). Bound by
-  reading w, so it is parallel over bands of output rows: the two cores read disjoint memory.
+  reading w, so it is parallel over bands of output rows: each thread reads one contiguous
+  band front to back, a single stream for the hardware prefetcher.
 - ``gemm``: the prefill product (N > ~8). x is packed into panels of 16 rows, then a
   register-blocked AVX-512 (or AVX2) GEMM broadcasts w in place (csrc/gemm.c). Parallel over
   blocks of output rows sized for L2; every thread reads the shared packed x. A last panel of
