@@ -184,13 +184,17 @@ cdef object _prefill_q8x(const float[:, ::1] x, float[:, ::1] out, int n_threads
     """The int8 GEMM in integers (csrc/qgemm.c): x packed once, a tile of W packed per thread."""
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = out.shape[1]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
-    cdef Py_ssize_t n_pad = fg_qgemm_rows_padded(n), chunk = 16, n_chunks, c, t, n_tiles, tile_rows, o0, o1
+    cdef Py_ssize_t n_pad = fg_qgemm_rows_padded(n), chunk = 16, n_chunks, c, t, o0, o1
     cdef Py_ssize_t x_bytes = (fg_qgemm_x_bytes(n, n_in) + 63) // 64 * 64, tile_bytes
+    cdef Py_ssize_t n_units = (n_out + QG_TILE_ALIGN - 1) // QG_TILE_ALIGN, max_units, n_tiles
     cdef char *buf
-    tile_rows = max(QG_TILE_ALIGN, QG_TILE_BYTES * 4 // (5 * n_in) // QG_TILE_ALIGN * QG_TILE_ALIGN)
-    tile_rows = min(tile_rows, (n_out + QG_TILE_ALIGN - 1) // QG_TILE_ALIGN * QG_TILE_ALIGN)
-    tile_bytes = (fg_qgemm_tile_bytes(n_in, tile_rows) + 63) // 64 * 64
-    n_tiles = (n_out + tile_rows - 1) // tile_rows
+    # Tiles of near-equal whole units of 32 rows, as many as the L2 budget needs, rounded up to
+    # a multiple of the threads: 256-row tiles of a 768-row matrix on 2 threads (3 tiles) ran
+    # at 800 GOP/s, 4 tiles of 192 at 1000. Results do not depend on the tiling.
+    max_units = max(1, QG_TILE_BYTES * 4 // (5 * n_in * QG_TILE_ALIGN))
+    n_tiles = (n_units + max_units - 1) // max_units
+    n_tiles = min(n_units, (n_tiles + n_threads - 1) // n_threads * n_threads)
+    tile_bytes = (fg_qgemm_tile_bytes(n_in, (n_units + n_tiles - 1) // n_tiles * QG_TILE_ALIGN) + 63) // 64 * 64
     n_chunks = (n_pad + chunk - 1) // chunk
     # the packed x, then one tile per thread (allocated per call: shared buffers would race
     # between concurrent callers)
@@ -202,8 +206,8 @@ cdef object _prefill_q8x(const float[:, ::1] x, float[:, ::1] out, int n_threads
             for c in prange(n_chunks, num_threads=n_threads, schedule="static"):
                 fg_qgemm_pack_x(&x[0, 0], xs, n, n_in, c * chunk, min(c * chunk + chunk, n_pad), buf)
             for t in prange(n_tiles, num_threads=n_threads, schedule="dynamic"):
-                o0 = t * tile_rows
-                o1 = min(o0 + tile_rows, n_out)
+                o0 = t * n_units // n_tiles * QG_TILE_ALIGN
+                o1 = min((t + 1) * n_units // n_tiles * QG_TILE_ALIGN, n_out)
                 fg_qgemm_pack_w(wp, sp, n_in, o0, o1, buf + x_bytes + fg_thread_id() * tile_bytes)
                 fg_qgemm(buf + x_bytes + fg_thread_id() * tile_bytes, o1 - o0, buf, n, n_in,
                          bias + o0 if bias != NULL else NULL, &out[0, 0] + o0, ys)
