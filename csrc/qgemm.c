@@ -13,9 +13,11 @@
  * first product is rounded and the second is fused into the running sum (one FMA per block, b in
  * ascending order). So the only float rounding is that of the per-block products and sum: any
  * tiling, thread split or N gives bitwise the same y, and equals fg_qgemm_ref bit for bit.
- * Quantizing x to int8 adds an NMSE of ~1e-4 to the product (GPT-2-like data; int8 weights alone
- * give ~2e-5): the price of the integer product, paid only in prefill (decode keeps x in int16,
- * see quant.c). Blocks of x with absmax below 2^-100 (where 127 / absmax overflows or loses
+ * Rounding x to int8 adds an NMSE of 4e-6 .. 3e-5 to each product (measured on the bundled
+ * model's activations, ~3e-5 on Gaussian x; int8 weights alone give ~2e-5); over a whole model it
+ * took kjv-tiny's logits from 2e-5 to 6e-5 NMSE against float32 and its perplexity from +0.001% to
+ * +0.03%. The price of the integer product, paid only in prefill (decode keeps x in int16, see
+ * quant.c). Blocks of x with absmax below 2^-100 (where 127 / absmax overflows or loses
  * precision) count as zero. A block holding NaN or inf gets sx = NaN and xq = 0, so every output
  * of that row is NaN (float32 would give NaN or +-inf depending on the weights).
  *
@@ -31,7 +33,9 @@
  * converts, scales (vmulps by sw) and FMAs (by the broadcast sx) each accumulator, 3 ops per 8
  * vpdpbusd. Loop order: rows of x outer (a 6-row chunk of x stays in L1), groups of the tile
  * inner (the tile streams from L2). Output rows of y are 16 contiguous floats per accumulator:
- * stored directly, masked past o_end, no transpose.
+ * stored directly, masked past o_end, no transpose. Measured at N = 512 on GPT-2 124M's shapes
+ * (Zen 5): ~600 G int8 ops/s on one core, ~1100 on two, 2.8-3x the dequantize + float32 GEMM
+ * path; 4 rows per kernel ran the same, 7 spill accumulators (~290), tiles of 128-512 KB alike.
  *
  * Non-goals: no K blocking (I <= 3072 here), no threads (the Cython wrapper runs a prange over
  * tiles), no allocation, no fast-math. Callers check fg_qgemm_available(): without VNNI the

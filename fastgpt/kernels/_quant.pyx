@@ -5,7 +5,7 @@
   bands of output rows like _linear.linear. No float32 copy of W exists at any point.
 - More rows (prefill), int8 on a CPU with AVX512-VNNI: the integer GEMM of csrc/qgemm.c. x is
   rounded to int8 per block of 32 (fastgpt.quant.linear_ref_int8_activations is the spec; it
-  adds an NMSE of ~1e-4 to the product) and packed once, shared by the threads; each thread
+  adds an NMSE of ~1e-5 to the product) and packed once, shared by the threads; each thread
   packs a tile of W's rows (sized for L2) into its own scratch and multiplies it with vpdpbusd,
   ~3x the float32 GEMM below.
 - More rows otherwise: each thread dequantizes a tile of W's rows into its own float32 scratch
