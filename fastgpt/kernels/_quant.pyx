@@ -102,7 +102,9 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
 
     w: a fastgpt.quant.QuantizedWeight (anything with .format, .data, .scales). max_level caps
     the SIMD level (0 scalar, 1 AVX2, 2 AVX-512) and reference=True runs the scalar *_ref loop:
-    both for testing the fallbacks.
+    both for testing the fallbacks. At level 2, int8 with N > DECODE_MAX_ROWS on a CPU with
+    AVX512-VNNI rounds x to int8 blocks (see linear_q8x); every other case keeps x in float32
+    (int8 decode: to int16 blocks, csrc/quant.c).
     """
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.data.shape[0]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
