@@ -10,8 +10,9 @@ count). Every measurement is interleaved: dtype A, B, C, D, read_sum, A, B, ...
     python bench/quant_sweep.py --threads 1 2 --n 1
     python bench/quant_sweep.py --threads 2 --n 1 4 8 --prefill 512
 
---prefill N also times the prefill path (N rows, dequantized tiles + GEMM) on one layer's four
-matrices and prints GFLOP/s per dtype.
+--prefill N also times the prefill path (N rows: dequantized tiles + float32 GEMM, or for int8 on
+a CPU with AVX512-VNNI the integer GEMM of csrc/qgemm.c) on one layer's four matrices and prints
+GFLOP/s per dtype (for int8 with VNNI, integer operations).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def main():
     p.add_argument("--prefill", type=int, nargs="*", default=[], help="also time prefill with these N")
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    print(f"quant_level {_quant.quant_level()}; matrix sets of >= {args.mbytes:.0f} MB each; "
+    print(f"quant_level {_quant.quant_level()}, int8 prefill in integers (VNNI) {_quant.qgemm_available()}; matrix sets of >= {args.mbytes:.0f} MB each; "
           f"GB/s of stored weight bytes, median of {args.repeat}, (fraction of read_sum)")
     sets = {dt: make_set(rng, dt, args.mbytes) for dt in args.dtypes}
     for threads in args.threads:

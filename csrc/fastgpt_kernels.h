@@ -96,4 +96,29 @@ void fg_dequantize_rows(const void *w__oi, const uint16_t *s__ob, int fmt, ptrdi
 void fg_dequantize_rows_ref(const void *w__oi, const uint16_t *s__ob, int fmt, ptrdiff_t n_in, ptrdiff_t o_begin,
                             ptrdiff_t o_end, float *out__oi);
 
+/* ---- The int8 prefill GEMM in integers (csrc/qgemm.c; spec: quant.linear_ref_int8_activations) ----
+ * y[n, o] = b[o] + sum_b sx[n, b] * sw[o, b] * sum_{i in block b} xq[n, i] * wq[o, i], with x rounded
+ * to int8 per row and block of 32 (symmetric absmax). Needs AVX512-VNNI + BW (fg_qgemm_available());
+ * n_in % FG_Q8_BLOCK == 0. Three steps, so that threads share the packed x:
+ * 1. fg_qgemm_pack_x: rows [r_begin, r_end) of x (r_end <= fg_qgemm_rows_padded(n_rows); rows past
+ *    n_rows are padding) into xbuf, fg_qgemm_x_bytes(n_rows, n_in) bytes, 64-byte aligned;
+ * 2. fg_qgemm_pack_w: rows [o_begin, o_end) of W into a tile of fg_qgemm_tile_bytes(n_in, o_end -
+ *    o_begin) bytes, 64-byte aligned (per thread scratch);
+ * 3. fg_qgemm: y[n, o] for n < n_rows and the tile's n_o rows (y__no and b__o point at its first).
+ * Each output is one fixed sequence of float operations: any tiling or thread split gives the same
+ * bits, which are those of fg_qgemm_ref (the portable loop on the unpacked arrays). */
+int fg_qgemm_available(void);
+ptrdiff_t fg_qgemm_rows_padded(ptrdiff_t n_rows);
+ptrdiff_t fg_qgemm_x_bytes(ptrdiff_t n_rows, ptrdiff_t n_in);
+ptrdiff_t fg_qgemm_tile_bytes(ptrdiff_t n_in, ptrdiff_t n_o);
+void fg_qgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t r_begin,
+                     ptrdiff_t r_end, void *xbuf);
+void fg_qgemm_pack_w(const int8_t *w__oi, const uint16_t *s__ob, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end,
+                     void *tile);
+void fg_qgemm(const void *tile, ptrdiff_t n_o, const void *xbuf, ptrdiff_t n_rows, ptrdiff_t n_in, const float *b__o,
+              float *y__no, ptrdiff_t y_stride);
+void fg_qgemm_ref(const int8_t *w__oi, const uint16_t *s__ob, const float *b__o, const float *x__ni,
+                  ptrdiff_t x_stride, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
+                  ptrdiff_t o_begin, ptrdiff_t o_end);
+
 #endif

@@ -39,3 +39,19 @@ cdef extern from "fastgpt_kernels.h" nogil:
                              Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end)
     void fg_dequantize_rows(const void *w, const unsigned short *s, int fmt, Py_ssize_t n_in, Py_ssize_t o_begin,
                             Py_ssize_t o_end, float *out, int level)
+
+# The int8 prefill GEMM in integers (csrc/qgemm.c).
+cdef extern from "fastgpt_kernels.h" nogil:
+    int fg_qgemm_available()
+    Py_ssize_t fg_qgemm_rows_padded(Py_ssize_t n_rows)
+    Py_ssize_t fg_qgemm_x_bytes(Py_ssize_t n_rows, Py_ssize_t n_in)
+    Py_ssize_t fg_qgemm_tile_bytes(Py_ssize_t n_in, Py_ssize_t n_o)
+    void fg_qgemm_pack_x(const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
+                         Py_ssize_t r_begin, Py_ssize_t r_end, void *xbuf)
+    void fg_qgemm_pack_w(const signed char *w, const unsigned short *s, Py_ssize_t n_in, Py_ssize_t o_begin,
+                         Py_ssize_t o_end, void *tile)
+    void fg_qgemm(const void *tile, Py_ssize_t n_o, const void *xbuf, Py_ssize_t n_rows, Py_ssize_t n_in,
+                  const float *b, float *y, Py_ssize_t y_stride)
+    void fg_qgemm_ref(const signed char *w, const unsigned short *s, const float *b, const float *x,
+                      Py_ssize_t x_stride, float *y, Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
+                      Py_ssize_t o_begin, Py_ssize_t o_end)

@@ -2,8 +2,14 @@
 """out (N, O) = x (N, I) @ W.T + b with W a QuantizedWeight (bfloat16, float16 or int8 blocks).
 
 - N <= DECODE_MAX_ROWS (decoding): the fused dequantize-and-dot of csrc/quant.c, parallel over
-  bands of output rows like _linear.linear. No float32 copy of W exists at any point.
-- More rows (prefill): each thread dequantizes a tile of W's rows into its own float32 scratch
+  bands of output rows like _linear.linear. No float32 copy of W exists at any point. int8 on a
+  CPU with AVX512-VNNI rounds x to int8 per block of 32 (see int8_activations), as prefill does.
+- More rows (prefill), int8 on a CPU with AVX512-VNNI: the integer GEMM of csrc/qgemm.c. x is
+  rounded to int8 per block of 32 (fastgpt.quant.linear_ref_int8_activations is the spec; it
+  adds an NMSE of ~1e-5 to the product) and packed once, shared by the threads; each thread
+  packs a tile of W's rows (sized for L2) into its own scratch and multiplies it with vpdpbusd,
+  ~3x the float32 GEMM below.
+- More rows otherwise: each thread dequantizes a tile of W's rows into its own float32 scratch
   (sized to stay in L2) and runs the float32 GEMM of csrc/gemm.c on it, against x packed once
   and shared. The dequantization is O(O * I) against the GEMM's O(N * O * I). Without AVX2
   the tile goes through NumPy's matmul (BLAS) instead.
@@ -17,9 +23,11 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free
 
-from ._csrc cimport (FG_AVX2, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_dequantize_rows, fg_gemm_f32,
-                     fg_gemm_pack_x_f32, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes, fg_qprep_x,
-                     fg_q8_activations, fg_quant_level)
+from ._csrc cimport (FG_AVX2, FG_AVX512, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_dequantize_rows,
+                     fg_gemm_f32, fg_gemm_pack_x_f32, fg_q8_activations, fg_qgemm, fg_qgemm_available,
+                     fg_qgemm_pack_w, fg_qgemm_pack_x, fg_qgemm_ref, fg_qgemm_rows_padded, fg_qgemm_tile_bytes,
+                     fg_qgemm_x_bytes, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes, fg_qprep_x,
+                     fg_quant_level)
 
 from ._openmp cimport fg_thread_id
 
@@ -38,6 +46,13 @@ cdef Py_ssize_t ROW_BLOCK = 64
 # it stays in L2 while every panel group of x passes over it (as _linear.gemm's blocks).
 cdef Py_ssize_t PANEL = 16
 cdef Py_ssize_t TILE_BYTES = 256 * 1024
+# The int8 GEMM's tile of W (csrc/qgemm.c): rows a multiple of its 32-output microkernel, about
+# this many packed bytes (1.25 per weight), so that it stays in L2 while every 6-row chunk of x
+# passes over it. Small tiles cost little: each re-reads the packed x (N * I bytes) from L3,
+# against 2 * N * I * rows operations.
+cdef bint QGEMM = fg_qgemm_available()
+cdef Py_ssize_t QG_TILE_BYTES = 256 * 1024
+cdef Py_ssize_t QG_TILE_ALIGN = 32
 # Rows per tile on the BLAS fallback (no AVX2): big enough for BLAS to be efficient.
 cdef Py_ssize_t BLAS_TILE_ROWS = 1024
 
@@ -53,6 +68,11 @@ def int8_activations(int max_level=2):
     """Whether int8 decode products (N <= DECODE_MAX_ROWS) round x to int8 per block of 32, as
     fastgpt.quant.linear_ref_int8_activations specifies (AVX-512 with VNNI); otherwise x stays float32."""
     return bool(fg_q8_activations(min(QUANT_LEVEL, max_level)))
+
+
+def qgemm_available():
+    """Whether int8 prefill runs the integer GEMM (AVX512-VNNI), i.e. rounds x to int8 blocks."""
+    return QGEMM
 
 
 cdef int check_weight(object w, Py_ssize_t n_in, const void **wp, const unsigned short **sp) except -1:
@@ -90,7 +110,9 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
 
     w: a fastgpt.quant.QuantizedWeight (anything with .format, .data, .scales). max_level caps
     the SIMD level (0 scalar, 1 AVX2, 2 AVX-512) and reference=True runs the scalar *_ref loop:
-    both for testing the fallbacks.
+    both for testing the fallbacks. At level 2, int8 on a CPU with AVX512-VNNI rounds x to int8
+    blocks (decode: int8_activations; N > DECODE_MAX_ROWS: linear_q8x); every other case keeps x
+    in float32.
     """
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.data.shape[0]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
@@ -141,6 +163,8 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
     cdef float *xp
     cdef float *tiles
     cdef float *tile
+    if fmt == FG_Q_I8 and QGEMM and level >= FG_AVX512:
+        return _prefill_q8x(x, out, n_threads, <const signed char *>wp, sp, bias)
     if level < FG_AVX2:
         return _prefill_blas(x, w, b, out, n_threads, level, fmt, wp, sp)
     n_panels = (n + PANEL - 1) // PANEL
@@ -162,6 +186,75 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
             fg_dequantize_rows(wp, sp, fmt, n_in, o0, o1, tile, level)
             fg_gemm_f32(xp, n, n_in, tile, bias + o0 if bias != NULL else NULL, &out[0, 0] + o0, ys,
                         0, o1 - o0, level)
+    return out.base
+
+
+cdef object _prefill_q8x(const float[:, ::1] x, float[:, ::1] out, int n_threads, const signed char *wp,
+                         const unsigned short *sp, const float *bias):
+    """The int8 GEMM in integers (csrc/qgemm.c): x packed once, a tile of W packed per thread."""
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = out.shape[1]
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
+    cdef Py_ssize_t n_pad = fg_qgemm_rows_padded(n), chunk = 16, n_chunks, c, t, o0, o1
+    cdef Py_ssize_t x_bytes = (fg_qgemm_x_bytes(n, n_in) + 63) // 64 * 64, tile_bytes
+    cdef Py_ssize_t n_units = (n_out + QG_TILE_ALIGN - 1) // QG_TILE_ALIGN, max_units, n_tiles
+    cdef char *buf
+    # Tiles of near-equal whole units of 32 rows, as many as the L2 budget needs, rounded up to
+    # a multiple of the threads: 256-row tiles of a 768-row matrix on 2 threads (3 tiles) ran
+    # at 800 GOP/s, 4 tiles of 192 at 1000. Results do not depend on the tiling.
+    max_units = max(1, QG_TILE_BYTES * 4 // (5 * n_in * QG_TILE_ALIGN))
+    n_tiles = (n_units + max_units - 1) // max_units
+    n_tiles = min(n_units, (n_tiles + n_threads - 1) // n_threads * n_threads)
+    tile_bytes = (fg_qgemm_tile_bytes(n_in, (n_units + n_tiles - 1) // n_tiles * QG_TILE_ALIGN) + 63) // 64 * 64
+    n_chunks = (n_pad + chunk - 1) // chunk
+    # the packed x, then one tile per thread (allocated per call: shared buffers would race
+    # between concurrent callers)
+    buf = <char *>aligned_alloc(64, x_bytes + n_threads * tile_bytes)
+    if buf == NULL:
+        raise MemoryError(f"could not allocate {x_bytes + n_threads * tile_bytes} bytes for the int8 GEMM")
+    try:
+        with nogil:
+            for c in prange(n_chunks, num_threads=n_threads, schedule="static"):
+                fg_qgemm_pack_x(&x[0, 0], xs, n, n_in, c * chunk, min(c * chunk + chunk, n_pad), buf)
+            for t in prange(n_tiles, num_threads=n_threads, schedule="dynamic"):
+                o0 = t * n_units // n_tiles * QG_TILE_ALIGN
+                o1 = min((t + 1) * n_units // n_tiles * QG_TILE_ALIGN, n_out)
+                fg_qgemm_pack_w(wp, sp, n_in, o0, o1, buf + x_bytes + fg_thread_id() * tile_bytes)
+                fg_qgemm(buf + x_bytes + fg_thread_id() * tile_bytes, o1 - o0, buf, n, n_in,
+                         bias + o0 if bias != NULL else NULL, &out[0, 0] + o0, ys)
+    finally:
+        free(buf)
+    return out.base
+
+
+def linear_q8x(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] out, int n_threads=1,
+               bint reference=False):
+    """out (N, O) = x @ w.T + b for int8 w, with x rounded to int8 blocks: the integer GEMM that
+    int8 prefill uses (for any N here), or with reference=True its portable C loop
+    (fg_qgemm_ref, bitwise the same). Spec: fastgpt.quant.linear_ref_int8_activations."""
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.data.shape[0], blk, n_blocks, o0, o1
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
+    cdef const void *wp = NULL
+    cdef const unsigned short *sp = NULL
+    cdef int fmt = check_weight(w, n_in, &wp, &sp)
+    cdef const float *bias = check_out_and_bias("int8 GEMM", n, n_out, b, out)
+    check_threads(n_threads)
+    if fmt != FG_Q_I8:
+        raise ValueError(f"linear_q8x needs int8 weights, got {w.format!r}")
+    if not (QGEMM or reference):
+        raise RuntimeError("this CPU has no AVX512-VNNI: the int8 GEMM can only run with reference=True")
+    if n == 0 or n_out == 0:
+        return out.base
+    if n_in == 0:
+        np.asarray(out)[...] = 0 if b is None else np.asarray(b)
+        return out.base
+    if not reference:
+        return _prefill_q8x(x, out, n_threads, <const signed char *>wp, sp, bias)
+    n_blocks = (n_out + ROW_BLOCK - 1) // ROW_BLOCK
+    with nogil:
+        for blk in prange(n_blocks, num_threads=n_threads, schedule="static"):
+            o0 = blk * ROW_BLOCK
+            o1 = min(o0 + ROW_BLOCK, n_out)
+            fg_qgemm_ref(<const signed char *>wp, sp, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1)
     return out.base
 
 
