@@ -1,7 +1,8 @@
 """``fastgpt bench``: how fast this model runs on this machine, and how far from the limit.
 
-One command prints, per backend: prefill tokens/s, time to first token, decode tokens/s and
-ms/token (median and min-max over repeats), peak resident memory, and the decode roofline.
+One command prints, per backend and weight dtype: prefill tokens/s, time to first token, decode
+tokens/s and ms/token (median and min-max over repeats), peak resident memory, and the decode
+roofline.
 With ``--compare transformers`` the same weights also run through Hugging Face's
 ``GPT2LMHeadModel.generate`` and the table adds its figures, the ratios, and whether both
 produced the same tokens.
@@ -15,6 +16,11 @@ Method, so that the numbers can be trusted (STYLE habit 14):
   ``new_tokens - 1`` steps, each one forward of one token + argmax; prefill is excluded.
 - Every engine is warmed up with one full run, then the engines run interleaved
   (A B C A B C ...), so that drift in the machine's load hits all of them alike.
+- Several weight dtypes (``--dtype float32,int8``) make one engine per backend and dtype, all
+  in the same rounds: each is converted once from the weights as loaded, has its own roofline
+  (its own bytes per token), and its speed is also given relative to the first dtype listed on
+  the same backend, as the median of per-round ratios. Only figures from one run compare
+  fairly: the bandwidth of a shared machine drifts between runs.
 - Decode of a model this size reads every weight once per token, so it is bound by memory
   bandwidth. Roofline tokens/s = measured read bandwidth / weight bytes read per token. The
   KV cache read is left out of the bound and printed beside it: for GPT-2 124M it is 3% of
@@ -31,6 +37,7 @@ comparisons of a code change use the pytest-benchmark suites in ``bench/``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import json
@@ -46,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import PRESETS, GPT2Config
-from .quant import dequantize_weights, weights_dtype
+from .quant import DTYPES, dequantize_weights, quantize_weights, weights_dtype
 from .weights import GPT2Weights
 
 #: The bandwidth probe's buffer: 1 GiB, far larger than any last-level cache. Tests shrink it.
@@ -142,9 +149,12 @@ class BandwidthProbe:
 class FastgptEngine:
     kind = "fastgpt"
 
-    def __init__(self, model):
+    def __init__(self, model, name: str | None = None):
+        """``name``: the key in the report (default: the backend's name, as with one dtype)."""
         self.model = model
-        self.name = model.backend.name
+        self.backend = model.backend.name
+        self.dtype = model.dtype
+        self.name = self.backend if name is None else name
         self.label = f"fastgpt {self.name}"
 
     def run(self, prompt: np.ndarray, new_tokens: int) -> Run:
@@ -245,6 +255,7 @@ class TransformersEngine:
     """
 
     kind = name = label = "transformers"
+    dtype = "float32"  # whatever fastgpt holds, GPT2LMHeadModel computes in float32
 
     def __init__(self, config: GPT2Config, weights: GPT2Weights, n_threads: int):
         import torch
@@ -350,11 +361,53 @@ def check_lengths(config: GPT2Config, prompt_tokens: int, new_tokens: int, repea
         )
 
 
+def parse_dtypes(text: str) -> list[str]:
+    """``--dtype``'s value: one weight dtype, or several separated by commas, each listed once."""
+    dtypes = [part.strip() for part in text.split(",")]
+    problem = _dtypes_problem(dtypes)
+    if problem:
+        raise ValueError(f"in {text!r}: {problem}" if len(dtypes) > 1 else problem)
+    return dtypes
+
+
+def _dtypes_problem(dtypes: list[str]) -> str | None:
+    choices = f"choose from {', '.join(DTYPES)}, or several separated by commas (e.g. float32,int8)"
+    for i, dtype in enumerate(dtypes):
+        if not dtype:
+            return f"empty dtype name; {choices}"
+        if dtype not in DTYPES:
+            return f"unknown dtype {dtype!r}; {choices}"
+        if dtype in dtypes[:i]:
+            return f"dtype {dtype!r} is listed twice (each dtype is measured once)"
+    return None if dtypes else f"no dtype given; {choices}"
+
+
+def _check_convertible(loaded: str, dtypes: list[str]) -> None:
+    # quantize_weights refuses to requantize (two roundings); say what can be measured instead.
+    bad = [d for d in dtypes if d not in (loaded, "float32")]
+    if bad:
+        raise ValueError(
+            f"--dtype {','.join(dtypes)}: the weights are already {loaded}, so they can be measured as {loaded} "
+            f"or widened to float32 only; {bad[0]} would round twice: benchmark the float32 checkpoint "
+            "(or --random) instead"
+        )
+
+
+def _transformers_dtype(dtypes: list[str]) -> str:
+    """Whose weights transformers runs: the float32 engine's if there is one, else the first
+    dtype's widened to float32 (with one --dtype, as always: the same values as fastgpt)."""
+    return "float32" if "float32" in dtypes else dtypes[0]
+
+
 def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads: int | None = None,
                   prompt_tokens: int = 128, new_tokens: int = 64, repeat: int = 5, compare: str | None = None,
-                  source: str = "in memory", load_seconds: float | None = None,
+                  dtypes=None, source: str = "in memory", load_seconds: float | None = None,
                   status: StatusLine | None = None) -> dict:
-    """Run the benchmark; returns every figure as a JSON-ready dict (``format_report`` prints it)."""
+    """Run the benchmark; returns every figure as a JSON-ready dict (``format_report`` prints it).
+
+    ``dtypes``: weight dtypes to measure, one engine per backend and dtype, each converted once
+    from ``weights`` (None: only ``weights``' own dtype, unconverted).
+    """
     from .model import Model
     from .threads import default_num_threads
 
@@ -363,32 +416,52 @@ def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads
         raise ValueError(f"--compare must be 'transformers', got {compare!r}")
     if compare and not transformers_available():
         raise ValueError("--compare transformers needs torch and transformers installed (pip install 'fastgpt[hf]')")
+    loaded = weights_dtype(weights)
+    dtypes = [loaded] if dtypes is None else list(dtypes)
+    problem = _dtypes_problem(dtypes)
+    if problem:
+        raise ValueError(f"dtypes {dtypes!r}: {problem}")
+    if loaded != "float32":
+        _check_convertible(loaded, dtypes)
+    several = len(dtypes) > 1
     threads = default_num_threads() if threads is None else threads
     status = status or StatusLine()
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "model": None,  # filled in below, with the roofline
-        "settings": {"backends": list(backends), "threads": threads, "prompt_tokens": prompt_tokens,
-                     "new_tokens": new_tokens, "repeat": repeat, "warmup_runs": 1, "compare": compare,
-                     "prompt_seed": SEED, "interleaved": True},
+        "settings": {"backends": list(backends), "dtypes": dtypes, "threads": threads,
+                     "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeat": repeat, "warmup_runs": 1,
+                     "compare": compare, "prompt_seed": SEED, "interleaved": True},
     }
     prompt = np.random.default_rng(SEED).integers(0, config.vocab_size, prompt_tokens, dtype=np.int64)
 
     try:
-        # The models share one set of weights. Each engine's peak RSS is read right after its
-        # warm-up, before anything bigger (transformers' copy, the bandwidth buffer) exists.
+        # One set of weights per dtype, converted up front (not inside a timed region), shared
+        # by the backends.
+        variants, convert_seconds = {}, {}
+        for dtype in dtypes:
+            status.show(f"converting the weights to {dtype}")
+            t0 = time.perf_counter()
+            variants[dtype] = quantize_weights(weights, dtype)
+            convert_seconds[dtype] = time.perf_counter() - t0
+        # Each engine's peak RSS is read right after its warm-up, before anything bigger
+        # (transformers' copy, the bandwidth buffer) exists. Engines of one backend sit side by
+        # side, so that each dtype runs right after the first one it is compared with.
         engines, peaks = [], {}
         for name in backends:
-            status.show(f"warming up fastgpt {name}")
-            engine = FastgptEngine(Model(config, weights, backend=name, num_threads=threads))
-            engine.run(prompt, new_tokens)
-            engines.append(engine)
-            peaks[engine.name] = peak_rss_bytes()
+            for dtype in dtypes:
+                label = f"{name} {dtype}" if several else name
+                status.show(f"warming up fastgpt {label}")
+                engine = FastgptEngine(Model(config, variants[dtype], backend=name, num_threads=threads), label)
+                engine.run(prompt, new_tokens)
+                engines.append(engine)
+                peaks[engine.name] = peak_rss_bytes()
+        hf_source = _transformers_dtype(dtypes)
         if compare:
             status.show("building the transformers model")
             before = peak_rss_bytes()
-            engine = TransformersEngine(config, weights, threads)
+            engine = TransformersEngine(config, variants[hf_source], threads)
             status.show("warming up transformers")
             engine.run(prompt, new_tokens)
             engines.append(engine)
@@ -411,25 +484,75 @@ def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads
         status.clear()
     report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
+    first = variants[dtypes[0]]
     report["model"] = {"source": source, "config": config.to_dict(),
-                       "parameters": config.num_parameters(weights.tied_head), "weight_bytes": weights.nbytes(),
-                       "dtype": weights_dtype(weights),
-                       "tied_head": weights.tied_head, "load_seconds": load_seconds}
-    bytes_per_token = decode_bytes_per_token(weights)
-    roofline = report["bandwidth"]["gb_per_s"]["median"] * 1e9 / bytes_per_token
-    report["roofline"] = {
-        "decode_bytes_per_token": bytes_per_token,
-        "kv_cache_bytes_last_step": kv_cache_bytes_read(config, prompt_tokens + new_tokens - 1),
-        "tokens_per_s": roofline,
-    }
-    report["engines"] = {e.name: _figures(e, runs[e.name], prompt_tokens, peaks[e.name], roofline) for e in engines}
-    if compare:
-        for e in engines:
-            if e.kind == "fastgpt":
-                report["engines"][e.name]["vs_transformers"] = _paired_ratios(runs[e.name], runs["transformers"])
-    report["tokens_mismatch"] = _first_mismatch(runs)
-    report["tokens_identical"] = report["tokens_mismatch"] is None
+                       "parameters": config.num_parameters(weights.tied_head), "weight_bytes": first.nbytes(),
+                       "dtype": dtypes[0], "dtypes": dtypes,
+                       "tied_head": weights.tied_head, "load_seconds": load_seconds,
+                       "convert_seconds": convert_seconds}
+    kv_bytes = kv_cache_bytes_read(config, prompt_tokens + new_tokens - 1)
+    bandwidth = report["bandwidth"]["gb_per_s"]["median"] * 1e9
+
+    def roofline(w):
+        return {"decode_bytes_per_token": decode_bytes_per_token(w), "kv_cache_bytes_last_step": kv_bytes,
+                "tokens_per_s": bandwidth / decode_bytes_per_token(w), "weight_bytes": w.nbytes()}
+
+    # One roofline per dtype; transformers reads float32 whatever values it was given.
+    rooflines = {dtype: roofline(variants[dtype]) for dtype in dtypes}
+    if compare and "float32" not in rooflines:  # bytes depend on the shapes only
+        rooflines["float32"] = roofline(weights if loaded == "float32" else dequantize_weights(weights))
+    report["roofline"] = {"dtype": dtypes[0], **rooflines[dtypes[0]]}  # the first dtype's, as with one
+    report["rooflines"] = rooflines
+
+    report["engines"] = {}
+    for e in engines:
+        roof = rooflines[e.dtype]
+        fig = _figures(e, runs[e.name], prompt_tokens, peaks[e.name], roof["tokens_per_s"])
+        fig["backend"] = e.backend if e.kind == "fastgpt" else None
+        fig["dtype"] = e.dtype
+        fig["decode_bytes_per_token"] = roof["decode_bytes_per_token"]
+        fig["roofline_tokens_per_s"] = roof["tokens_per_s"]
+        if e.kind == "transformers":
+            fig["weights_from"] = hf_source  # the values it runs: that dtype's, widened to float32
+        elif several:
+            fig["peak_rss_note"] += f"; the weights of all {len(dtypes)} dtypes were held at once"
+        report["engines"][e.name] = fig
+    for e in engines:
+        if e.kind != "fastgpt":
+            continue
+        if several and e.dtype != dtypes[0]:
+            reference = f"{e.backend} {dtypes[0]}"
+            report["engines"][e.name]["vs_first_dtype"] = {
+                "dtype": dtypes[0], "engine": reference, **_paired_ratios(runs[e.name], runs[reference])}
+        if compare:
+            report["engines"][e.name]["vs_transformers"] = _paired_ratios(runs[e.name], runs["transformers"])
+
+    # Tokens: identical within a dtype (backends agree; transformers with the dtype whose values
+    # it runs); different dtypes round differently and may legitimately diverge.
+    groups = {dtype: {} for dtype in dtypes}
+    for e in engines:
+        groups[hf_source if e.kind == "transformers" else e.dtype][e.name] = runs[e.name]
+    report["tokens_by_dtype"] = _tokens_by_dtype(groups)
+    mismatches = [g["mismatch"] for g in report["tokens_by_dtype"].values() if g["mismatch"]]
+    report["tokens_mismatch"] = mismatches[0] if mismatches else None
+    report["tokens_identical"] = not mismatches
     return report
+
+
+def _tokens_by_dtype(groups: dict[str, dict[str, list[Run]]]) -> dict:
+    """Per dtype: do all its engines' runs agree, and (after the first dtype) where its tokens
+    first leave the first dtype's (None: they never do; that is information, not an error)."""
+    out, first = {}, None
+    for dtype, group in groups.items():
+        mismatch = _first_mismatch(group)
+        tokens = next(iter(group.values()))[0].tokens
+        out[dtype] = {"engines": list(group), "identical": mismatch is None, "mismatch": mismatch}
+        if first is None:
+            first = tokens
+        else:
+            out[dtype]["first_difference_vs_first_dtype"] = next(
+                (k for k, (a, b) in enumerate(zip(tokens, first)) if a != b), None)
+    return out
 
 
 def _figures(engine, runs: list[Run], prompt_tokens: int, peak_rss: int | None, roofline: float) -> dict:
@@ -500,27 +623,48 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _roofline_line(title: str, roof: dict, kv_note: bool) -> str:
+    line = (f"{title} {roof['decode_bytes_per_token'] / 1e6:.1f} MB of weights per token -> "
+            f"{roof['tokens_per_s']:.1f} tokens/s")
+    if kv_note:
+        line += f" (KV cache read at the last step, not counted: {roof['kv_cache_bytes_last_step'] / 1e6:.1f} MB)"
+    return line
+
+
 def format_report(report: dict) -> str:
     m, s, model = report["machine"], report["settings"], report["model"]
     bw, roof, cfg = report["bandwidth"], report["roofline"], report["model"]["config"]
+    dtypes = s.get("dtypes") or [model.get("dtype", "float32")]
+    several = len(dtypes) > 1
+    rooflines = report.get("rooflines", {dtypes[0]: roof})
     load = ""
     if m.get("load_average_start") and m.get("load_average_end"):
         load = f"; load average {m['load_average_start'][0]:.2f} at start, {m['load_average_end'][0]:.2f} at end"
     loaded = f", loaded in {model['load_seconds']:.1f} s" if model.get("load_seconds") is not None else ""
+    converted = sum(model.get("convert_seconds", {}).values())
+    if converted >= 0.05:  # converting to the same dtype is free
+        loaded += f", converted in {converted:.1f} s"
+    sizes = " / ".join(f"{rooflines[d].get('weight_bytes', model['weight_bytes']) / 1e6:.1f} MB {d}" for d in dtypes)
     lines = [
         f"fastgpt bench: {model['source']} ({model['parameters'] / 1e6:.1f}M parameters, "
-        f"{model['weight_bytes'] / 1e6:.1f} MB {model.get('dtype', 'float32')}, {cfg['n_layer']} layers x {cfg['n_embd']} wide){loaded}",
+        f"{sizes}, {cfg['n_layer']} layers x {cfg['n_embd']} wide){loaded}",
         f"prompt {s['prompt_tokens']} tokens -> {s['new_tokens']} new tokens (greedy, batch 1); "
         f"{_plural(s['threads'], 'thread')}; {_plural(s['repeat'], 'repeat')} after 1 warm-up, engines interleaved; "
         "median (min-max)",
         f"cpu {m['cpu']}, simd {m['simd']}, OpenMP {'on' if m['openmp'] else 'off'}{load}",
         f"memory read bandwidth {_spread(bw['gb_per_s'], '.1f')} GB/s ({bw['passes']} passes over "
         f"{bw['buffer_bytes'] / 2**30:.3g} GiB, {bw['method']})",
-        f"decode roofline: {roof['decode_bytes_per_token'] / 1e6:.1f} MB of weights per token -> "
-        f"{roof['tokens_per_s']:.1f} tokens/s (KV cache read at the last step, not counted: "
-        f"{roof['kv_cache_bytes_last_step'] / 1e6:.1f} MB)",
-        "",
     ]
+    if several:  # one line per dtype, names aligned
+        titles = {d: f"decode roofline {d}:" for d in dtypes}
+        titles.update({d: f"decode roofline {d} (transformers):" for d in rooflines if d not in dtypes})
+        width = max(len(t) for t in titles.values())
+        lines += [_roofline_line(f"{titles[d]:<{width}}", rooflines[d], i == 0) for i, d in enumerate(titles)]
+    else:
+        lines.append(_roofline_line("decode roofline:", roof, True))
+        lines += [_roofline_line(f"decode roofline of transformers ({d}):", r, False)
+                  for d, r in rooflines.items() if d != dtypes[0]]
+    lines.append("")
     engines = list(report["engines"].values())
     rows = [
         ("prefill tokens/s", [_fmt_rate(e["prefill_tokens_per_s"]) for e in engines]),
@@ -531,26 +675,51 @@ def format_report(report: dict) -> str:
         ("decode / roofline", [f"{e['roofline_fraction']:.0%}" for e in engines]),
         ("peak RSS MB", [_fmt_rss(e) for e in engines]),
     ]
+    if several:
+        for key, label in (("decode", f"decode speed vs {dtypes[0]}"), ("prefill", f"prefill speed vs {dtypes[0]}")):
+            rows.append((label, [f"{e['vs_first_dtype'][key]:.2f}x" if "vs_first_dtype" in e else "-"
+                                 for e in engines]))
     if any("vs_transformers" in e for e in engines):
         for key, label in (("prefill", "prefill speed vs hf"), ("time_to_first_token", "first token speed vs hf"),
                            ("decode", "decode speed vs hf")):
             rows.append((label, [f"{e['vs_transformers'][key]:.2f}x" if "vs_transformers" in e else "-"
                                  for e in engines]))
     names = list(report["engines"])
-    headers = [n if e["kind"] == "transformers" else f"fastgpt {n}" for n, e in zip(names, engines)]
+    # With several dtypes the names are "cython int8" and so on; fastgpt is implied.
+    headers = [n if e["kind"] == "transformers" or several else f"fastgpt {n}" for n, e in zip(names, engines)]
     label_w = max(len(label) for label, _ in rows)
     col_w = [max(len(h), *(len(cells[i]) for _, cells in rows)) for i, h in enumerate(headers)]
     lines.append(" " * label_w + "".join(f"  {h:>{w}}" for h, w in zip(headers, col_w)))
     for label, cells in rows:
         lines.append(f"{label:<{label_w}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, col_w)))
     lines.append("")
-    if report["tokens_identical"]:
+    if several:
+        # Expected identical within a dtype only: each dtype rounds the weights its own way.
+        lines.append(f"tokens identical within each dtype: {'yes' if report['tokens_identical'] else 'no'}")
+        for dtype, group in report["tokens_by_dtype"].items():
+            if group["identical"]:
+                text = f"yes ({', '.join(group['engines'])}: the same {s['new_tokens']} tokens in every run)"
+            else:
+                text = f"no ({group['mismatch']})"
+            if "first_difference_vs_first_dtype" in group:
+                at = group["first_difference_vs_first_dtype"]
+                text += (f"; same tokens as {dtypes[0]}" if at is None else
+                         f"; first differs from {dtypes[0]} at new token {at}")
+            lines.append(f"  {dtype}: {text}")
+    elif report["tokens_identical"]:
         lines.append(f"tokens identical: yes ({', '.join(names)}: the same {s['new_tokens']} tokens in every run)")
     else:
         lines.append(f"tokens identical: no ({report['tokens_mismatch']})")
     if any(e["kind"] == "transformers" for e in engines):
         lines.append("peak RSS: fastgpt's is the process peak after its warm-ups; transformers' is how much "
                      "its model and warm-up raised that peak. Speed ratios: median over paired runs.")
+        if several:
+            hf = report["engines"]["transformers"]
+            src = hf["weights_from"]
+            lines.append(f"transformers computes in float32 on the {src} engines' weights"
+                         f"{'' if src == 'float32' else ' widened to float32'}; its tokens are compared with theirs.")
+    elif several:
+        lines.append(f"Speed ratios vs {dtypes[0]}: median over rounds of the per-round ratio, same backend.")
     return "\n".join(lines)
 
 
@@ -589,15 +758,17 @@ def cmd_bench(args) -> int:
         status.show(f"loading {args.model}")
         config, weights = load_pretrained(args.model)
         source = str(args.model)
-    if args.dtype is not None:
-        from .quant import quantize_weights
-
-        status.show(f"quantizing to {args.dtype}")
-        weights = quantize_weights(weights, args.dtype)
+    dtypes = args.dtype
+    if dtypes is not None and len(dtypes) == 1:
+        # One dtype: converted here, as part of loading, so that the loaded weights are freed.
+        status.show(f"quantizing to {dtypes[0]}")
+        weights, dtypes = quantize_weights(weights, dtypes[0]), None
     load_seconds = time.perf_counter() - t0
+    # Several: run_benchmark converts the loaded weights once per dtype (it refuses to requantize).
     report = run_benchmark(config, weights, backends=backends, threads=args.threads,
                            prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat,
-                           compare=args.compare, source=source, load_seconds=load_seconds, status=status)
+                           compare=args.compare, dtypes=dtypes, source=source, load_seconds=load_seconds,
+                           status=status)
     print(format_report(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -605,6 +776,13 @@ def cmd_bench(args) -> int:
             f.write("\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _dtype_list(text: str) -> list[str]:
+    try:
+        return parse_dtypes(text)
+    except ValueError as exc:  # argparse prints it after "argument --dtype:" and exits with 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_bench_parser(subparsers):
@@ -630,8 +808,10 @@ def add_bench_parser(subparsers):
                    help="timed runs per engine after one warm-up (default: 5)")
     p.add_argument("--compare", choices=("transformers",), default=None,
                    help="also run GPT2LMHeadModel.generate on the same weights, interleaved")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8"), default=None,
-                   help="hold the weight matrices in this dtype (default: as loaded)")
+    p.add_argument("--dtype", type=_dtype_list, default=None, metavar="D[,D...]",
+                   help=f"hold the weight matrices in this dtype ({', '.join(DTYPES)}); several, separated by "
+                        "commas, are measured side by side in the same rounds, with ratios to the first "
+                        "(default: as loaded)")
     p.add_argument("--json", metavar="FILE", help="also write every figure and the machine's details to FILE")
     p.set_defaults(func=cmd_bench)
     return p
