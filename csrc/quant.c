@@ -303,12 +303,12 @@ qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptr
         const __m512i lanes_of_block = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
         __m512 corr[QMAX_ROWS];
         for (int r = 0; r < NR; r++) corr[r] = _mm512_setzero_ps();
-        /* the scales are a second stream, 1/16 the bytes of w: as far ahead in rows as w's prefetch.
-         * Rows advance by less than a line, so every line of scales gets one. */
-        _mm_prefetch(qahead((const char *)sr, QPF / 16), _MM_HINT_T0);
         for (ptrdiff_t g = 0; g < n_b; g += 16) { /* 16 blocks: 8 lines */
             ptrdiff_t nbg = n_b - g < 16 ? n_b - g : 16;
             __mmask16 m = (__mmask16)((1u << nbg) - 1u);
+            /* the scales are a second stream, 1/16 the bytes of w: prefetched as far ahead as w.
+             * A group's 32 bytes are less than a line, so every line of scales gets one. */
+            _mm_prefetch(qahead((const char *)(sr + g), QPF / 16), _MM_HINT_T0);
             __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sr + g)), cs[QMAX_ROWS];
             for (int r = 0; r < NR; r++) {
                 cs[r] = _mm512_mul_ps(ws, _mm512_loadu_ps(sx + r * n16 + g));

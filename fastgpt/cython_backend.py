@@ -26,6 +26,7 @@ class CythonBackend(NumpyBackend):
     def __init__(self, threads):
         super().__init__(threads)
         self._scratch = np.empty((0, 0), np.float32)
+        self._quant_scratch = np.empty(0, np.uint8)  # decoding's prepared x, grown once
 
     def layer_norm(self, x, g, b, eps, out):
         if not x.flags.c_contiguous:
@@ -38,7 +39,11 @@ class CythonBackend(NumpyBackend):
     def linear(self, x, w, b, out):
         # x: (N, in); w: (out, in) row-major; b: (out,) or None; out: (N, out).
         if isinstance(w, QuantizedWeight):  # 16/8-bit weights: fused kernels (kernels/_quant.pyx)
-            return _quant.linear(x, w, b, out, self.threads.num_threads)
+            if x.shape[0] <= _quant.DECODE_MAX_ROWS:
+                need = _quant.scratch_bytes(w.format, x.shape[0], x.shape[1])
+                if self._quant_scratch.shape[0] < need:
+                    self._quant_scratch = np.empty(need, np.uint8)
+            return _quant.linear(x, w, b, out, self.threads.num_threads, scratch=self._quant_scratch)
         if w.dtype != np.float32:
             return super().linear(x, w, b, out)
         if x.shape[0] <= MATVEC_MAX_ROWS:

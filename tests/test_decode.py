@@ -17,9 +17,10 @@ WIDE = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=2, n_h
 PER_STEP_BYTES = 16 * 1024
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_decode_step_allocations_do_not_grow(backend_name):
-    model = Model.random(WIDE, seed=0, backend=backend_name)
+def test_decode_step_allocations_do_not_grow(backend_name, dtype):
+    model = Model.random(WIDE, seed=0, backend=backend_name, dtype=dtype)
     cache = model.new_cache(batch_size=1, max_len=400)
     model.forward(np.arange(16), cache=cache, last_only=True)
     token = np.zeros(1, np.int64)
@@ -37,7 +38,7 @@ def test_decode_step_allocations_do_not_grow(backend_name):
     model.forward(token, cache=cache, last_only=True)  # warm-up: workspace, scratch
     kept_10, peak_10 = steps(10)
     kept_200, peak_200 = steps(200)
-    print(f"{backend_name}: kept {kept_10}/{kept_200} B, peak {peak_10}/{peak_200} B")
+    print(f"{backend_name} {dtype}: kept {kept_10}/{kept_200} B, peak {peak_10}/{peak_200} B")
     assert kept_200 <= PER_STEP_BYTES, "decode steps keep memory"
     if backend_name == "cython":
         # The compiled path allocates nothing that grows with steps or with the cache length.

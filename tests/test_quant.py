@@ -317,6 +317,23 @@ def test_int8_decode_propagates_nan_and_inf_in_x(N):
 
 
 @needs_kernels
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_decode_scratch_gives_the_same_result(fmt):
+    """With the caller's scratch (how the backend decodes without allocating), too small, or none."""
+    from fastgpt.kernels import _quant
+
+    x, w, b, _ = _case(fmt, 65, 768, 3)
+    need = _quant.scratch_bytes(fmt, 3, 768)
+    want = _quant.linear(x, w, b, np.empty((3, 65), np.float32), 2)
+    for size in (need, need + 7, max(need - 64, 0)):
+        scratch = np.full(size + 1, 0xAB, np.uint8)[1:]          # also misaligned on purpose
+        got = _quant.linear(x, w, b, np.empty((3, 65), np.float32), 2, scratch=scratch)
+        assert np.array_equal(got, want), f"{fmt} scratch of {size} bytes (need {need})"
+    with pytest.raises(ValueError, match="unknown quantized format"):
+        _quant.scratch_bytes("int4", 1, 768)
+
+
+@needs_kernels
 def test_kernel_checks_shapes_before_running():
     from fastgpt.kernels import _quant
 

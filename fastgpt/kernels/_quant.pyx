@@ -104,9 +104,23 @@ cdef int check_weight(object w, Py_ssize_t n_in, const void **wp, const unsigned
     return fmt
 
 
+def scratch_bytes(str fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int max_level=2):
+    """Bytes of `scratch` that `linear` needs to decode n_rows rows of width n_in without allocating."""
+    code = FORMAT_CODES.get(fmt)
+    if code is None:
+        raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
+    if n_rows < 0 or n_in < 0:
+        raise ValueError(f"n_rows and n_in must be >= 0, got {n_rows} and {n_in}")
+    return fg_qprep_bytes(code, n_rows, n_in, min(QUANT_LEVEL, max_level)) + 64
+
+
 def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] out, int n_threads=1,
-           int max_level=2, bint reference=False):
+           int max_level=2, bint reference=False, unsigned char[::1] scratch=None):
     """out (N, O) = x (N, I) @ w.dequantize().T + b (O,) [b may be None]; returns out.
+
+    scratch: a buffer of at least scratch_bytes(...) bytes for decoding's prepared x, so that
+    a decode step allocates nothing (the model's backend keeps one); without it, or if it is
+    too small, linear allocates its own.
 
     w: a fastgpt.quant.QuantizedWeight (anything with .format, .data, .scales). max_level caps
     the SIMD level (0 scalar, 1 AVX2, 2 AVX-512) and reference=True runs the scalar *_ref loop:
@@ -117,7 +131,8 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.data.shape[0]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
     cdef Py_ssize_t blk, n_blocks, o0, o1, prep_bytes
-    cdef void *prep = NULL
+    cdef void *prep = NULL              # owned: freed below
+    cdef void *prep_in_scratch = NULL   # where the prepared x goes
     cdef const void *wp = NULL
     cdef const unsigned short *sp = NULL
     cdef int fmt = check_weight(w, n_in, &wp, &sp)
@@ -132,23 +147,27 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     if n > DECODE_MAX_ROWS and not reference:
         return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias)
     n_blocks = (n_out + ROW_BLOCK - 1) // ROW_BLOCK
-    # x prepared once for all threads (csrc/quant.c): a few KB, from malloc's free lists
+    # x prepared once for all threads (csrc/quant.c), in the caller's scratch when it fits
     prep_bytes = 0 if reference else fg_qprep_bytes(fmt, n, n_in, level)
-    if prep_bytes > 0:
+    if prep_bytes > 0 and scratch is not None and scratch.shape[0] >= prep_bytes + 64:
+        prep_in_scratch = &scratch[((-<uintptr_t>&scratch[0]) % 64)]
+    elif prep_bytes > 0:
         prep = aligned_alloc(64, prep_bytes)
         if prep == NULL:
             raise MemoryError(f"could not allocate {prep_bytes} bytes for the prepared x")
+        prep_in_scratch = prep
     try:
         with nogil:
-            if prep != NULL:
-                fg_qprep_x(fmt, &x[0, 0], xs, n, n_in, prep, level)
+            if prep_in_scratch != NULL:
+                fg_qprep_x(fmt, &x[0, 0], xs, n, n_in, prep_in_scratch, level)
             for blk in prange(n_blocks, num_threads=n_threads, schedule="static"):
                 o0 = blk * ROW_BLOCK
                 o1 = min(o0 + ROW_BLOCK, n_out)
                 if reference:
                     fg_qlinear_rows_ref(wp, sp, fmt, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1)
                 else:
-                    fg_qlinear_rows(wp, sp, fmt, bias, &x[0, 0], xs, prep, &out[0, 0], ys, n, n_in, o0, o1, level)
+                    fg_qlinear_rows(wp, sp, fmt, bias, &x[0, 0], xs, prep_in_scratch, &out[0, 0], ys, n, n_in, o0, o1,
+                                    level)
     finally:
         free(prep)
     return out.base
