@@ -130,7 +130,7 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     """
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.data.shape[0]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
-    cdef Py_ssize_t blk, n_blocks, o0, o1, prep_bytes
+    cdef Py_ssize_t blk, n_bands, band, o0, o1, prep_bytes
     cdef void *prep = NULL              # owned: freed below
     cdef void *prep_in_scratch = NULL   # where the prepared x goes
     cdef const void *wp = NULL
@@ -146,7 +146,8 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
         return out.base
     if n > DECODE_MAX_ROWS and not reference:
         return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias)
-    n_blocks = (n_out + ROW_BLOCK - 1) // ROW_BLOCK
+    n_bands = n_threads
+    band = ((n_out + n_bands - 1) // n_bands + 7) // 8 * 8   # whole groups of 8 rows (csrc/quant.c)
     # x prepared once for all threads (csrc/quant.c), in the caller's scratch when it fits
     prep_bytes = 0 if reference else fg_qprep_bytes(fmt, n, n_in, level)
     if prep_bytes > 0 and scratch is not None and scratch.shape[0] >= prep_bytes + 64:
@@ -160,9 +161,12 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
         with nogil:
             if prep_in_scratch != NULL:
                 fg_qprep_x(fmt, &x[0, 0], xs, n, n_in, prep_in_scratch, level)
-            for blk in prange(n_blocks, num_threads=n_threads, schedule="static"):
-                o0 = blk * ROW_BLOCK
-                o1 = min(o0 + ROW_BLOCK, n_out)
+            # one band of rows per thread, each read front to back as one stream (csrc/quant.c)
+            for blk in prange(n_bands, num_threads=n_threads, schedule="static"):
+                o0 = blk * band
+                o1 = min(o0 + band, n_out)
+                if o0 >= o1:
+                    continue
                 if reference:
                     fg_qlinear_rows_ref(wp, sp, fmt, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1)
                 else:
