@@ -409,10 +409,16 @@ static void qlinear_rows_512(const void *w, const uint16_t *s, int fmt, const fl
     const int8_t *xq = NULL;
     const float *sx = NULL, *cx = NULL;
     if (fmt == FG_Q_I8) i8_prep_parts(prep, n_rows, n_in, &xq, &sx, &cx);
-    for (ptrdiff_t r = 0; r < n_rows; r += QMAX_ROWS) {
-        int nr = n_rows - r < QMAX_ROWS ? (int)(n_rows - r) : QMAX_ROWS;
-        QROWS[fmt][nr](w, s, n_in, o_begin, o_end, x + r * xs, xs, xp ? xp + r * n32 : NULL, xq ? xq + r * n64 : NULL,
-                       sx ? sx + r * n16 : NULL, cx ? cx + r * n16 : NULL, bias, y + r * ys, ys);
+    /* More than 8 input rows: each group of 8 weight rows meets every chunk of 8 input rows while
+     * it is in L1, so w still streams from memory once. */
+    ptrdiff_t step = n_rows > QMAX_ROWS ? 8 : o_end - o_begin;
+    for (ptrdiff_t g = o_begin; g < o_end; g += step) {
+        ptrdiff_t g_end = o_end - g < step ? o_end : g + step;
+        for (ptrdiff_t r = 0; r < n_rows; r += QMAX_ROWS) {
+            int nr = n_rows - r < QMAX_ROWS ? (int)(n_rows - r) : QMAX_ROWS;
+            QROWS[fmt][nr](w, s, n_in, g, g_end, x + r * xs, xs, xp ? xp + r * n32 : NULL, xq ? xq + r * n64 : NULL,
+                           sx ? sx + r * n16 : NULL, cx ? cx + r * n16 : NULL, bias, y + r * ys, ys);
+        }
     }
 }
 

@@ -184,8 +184,8 @@ def test_int8_prefill_runs_the_integer_gemm():
 
     x, w, b = _x(33, 768, seed=6), _weight(200, 768), _bias(200)
     got = _quant.linear(x, w, b, np.empty((33, 200), np.float32), 2)
-    assert_bitwise(got, _q8x(x, w, b), "linear() with N > 8")
-    # decode (N <= 8) and lower SIMD levels keep float32 activations
+    assert_bitwise(got, _q8x(x, w, b), "linear() with N > DECODE_MAX_ROWS")
+    # lower SIMD levels keep float32 activations
     ref = linear_ref(x, w, b, np.empty((33, 200), np.float32))
     old = _quant.linear(x, w, b, np.empty((33, 200), np.float32), 2, max_level=1)
     assert nmse(old, ref) < 1e-10 < nmse(got, ref)
