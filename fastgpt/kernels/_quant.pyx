@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """out (N, O) = x (N, I) @ W.T + b with W a QuantizedWeight (bfloat16, float16 or int8 blocks).
 
-- N <= DECODE_MAX_ROWS (decoding): the fused dequantize-and-dot of csrc/quant.c, parallel over
+- N <= DECODE_MAX_ROWS (decoding; 8 for 16-bit formats): the fused dequantize-and-dot of csrc/quant.c, parallel over
   bands of output rows like _linear.linear. No float32 copy of W exists at any point. int8 on a
   CPU with AVX512-VNNI rounds x to int8 per block of 32 (see int8_activations), as prefill does.
 - More rows (prefill), int8 on a CPU with AVX512-VNNI: the integer GEMM of csrc/qgemm.c. x is
@@ -38,11 +38,13 @@ include "_check.pxi"
 
 
 cdef int QUANT_LEVEL = fg_quant_level()
-#: Up to this many rows of x the fused matvec runs (w streamed once, each group of 8 rows of w
-#: meeting every chunk of 8 rows of x in L1); above, the GEMMs. At 16 rows the fused path
-#: measured faster for int8 (8.1 vs 10.3 ms for GPT-2's 48 matrices, 2 threads) and float16
-#: (16.1 vs 19.1), and level for bfloat16; at 32 rows the GEMMs win everywhere.
+#: Up to this many rows of x the fused matvec runs for int8 (w streamed once, each group of 8
+#: rows of w meeting every chunk of 8 rows of x in L1); above, the GEMMs. 16-bit formats switch
+#: at FUSED_MAX_ROWS_16BIT. A 16-token prompt through a GPT-2 124M model, fused vs GEMMs at 16
+#: rows (2 threads, interleaved medians): int8 12.6 vs 13.6 ms, float16 24.8 vs 20.7, bfloat16
+#: 21.6 vs 20.5.
 DECODE_MAX_ROWS = 16
+cdef Py_ssize_t FUSED_MAX_ROWS_16BIT = 8
 # Rows of w per scheduling unit of the matvec: a multiple of its 8-row tile.
 cdef Py_ssize_t ROW_BLOCK = 64
 # Rows of x per packed panel (csrc/gemm.c) and the float32 bytes of one dequantized tile of w:
@@ -147,7 +149,7 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     if n_in == 0:  # empty sums: out is the bias alone
         np.asarray(out)[...] = 0 if b is None else np.asarray(b)
         return out.base
-    if n > DECODE_MAX_ROWS and not reference:
+    if n > (DECODE_MAX_ROWS if fmt == FG_Q_I8 else FUSED_MAX_ROWS_16BIT) and not reference:
         return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias)
     n_bands = n_threads
     band = ((n_out + n_bands - 1) // n_bands + 7) // 8 * 8   # whole groups of 8 rows (csrc/quant.c)
