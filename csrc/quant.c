@@ -253,6 +253,10 @@ void fg_qprep_x(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff
  * matrices in turn, 2 threads: 2 KB streamed 6-26% slower than 4-24 KB, which were within 3% of
  * each other; a burst of prefetches over a band's first QPF bytes did not measurably help. */
 #define QPF 8192
+/* Weights are read once per token: prefetched non-temporally (into L1, not to stay in the outer
+ * caches). Against _MM_HINT_T0, interleaved in one process, int8 decode steps took 0-14% less
+ * time (6 A/B runs, never more) and 16-bit ones -1% to +10%. */
+#define QPREFETCH(p) _mm_prefetch((p), _MM_HINT_NTA)
 
 /* &p[k] for a prefetch, which may point past the end of w: computed on integers, since pointer
  * arithmetic beyond an array is undefined even if never dereferenced. */
@@ -274,7 +278,7 @@ qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptr
     if (FMT == FG_Q_BF16) {
         const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
         for (; k + 32 <= n32; k += 32) {
-            _mm_prefetch(qahead(wr, k * 2 + QPF), _MM_HINT_T0);
+            QPREFETCH(qahead(wr, k * 2 + QPF));
             __m512i v = _mm512_loadu_si512(wr + k * 2);
             __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
             __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v, high));
@@ -285,7 +289,7 @@ qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptr
         }
     } else if (FMT == FG_Q_F16) {
         for (; k + 32 <= n_in; k += 32) {
-            _mm_prefetch(qahead(wr, k * 2 + QPF), _MM_HINT_T0);
+            QPREFETCH(qahead(wr, k * 2 + QPF));
             __m512 w0 = load16_512(wr, k, FG_Q_F16, NULL), w1 = load16_512(wr, k + 16, FG_Q_F16, NULL);
             /* keep w in registers: otherwise GCC redoes the load and widening per row */
             if (NR > 1) __asm__("" : "+v"(w0), "+v"(w1));
@@ -311,7 +315,7 @@ qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptr
             __mmask16 m = (__mmask16)((1u << nbg) - 1u);
             /* the scales are a second stream, 1/16 the bytes of w: prefetched as far ahead as w.
              * A group's 32 bytes are less than a line, so every line of scales gets one. */
-            _mm_prefetch(qahead((const char *)(sr + g), QPF / 16), _MM_HINT_T0);
+            QPREFETCH(qahead((const char *)(sr + g), QPF / 16));
             __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sr + g)), cs[QMAX_ROWS];
             for (int r = 0; r < NR; r++) {
                 cs[r] = _mm512_mul_ps(ws, _mm512_loadu_ps(sx + r * n16 + g));
@@ -320,7 +324,7 @@ qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptr
             __m512i idx = lanes_of_block;
             for (ptrdiff_t L = 0; L < (nbg + 1) / 2; L++) {
                 ptrdiff_t kk = (g + 2 * L) * FG_Q8_BLOCK;
-                _mm_prefetch(qahead(wr, kk + QPF), _MM_HINT_T0);
+                QPREFETCH(qahead(wr, kk + QPF));
                 __m512i wv = kk + 64 <= n_in ? _mm512_loadu_si512(wr + kk)
                                              : _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFFull, wr + kk);
                 __m512i wu = _mm512_xor_si512(wv, offset);
