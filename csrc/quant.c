@@ -270,7 +270,6 @@ static inline const char *qahead(const char *p, ptrdiff_t k) { return (const cha
 TARGET_512 __attribute__((always_inline)) static inline void
 qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptrdiff_t xs, const float *xp,
          const int8_t *xq, const float *sx, const float *cx, __m512 part[QMAX_ROWS], const int FMT, const int NR) {
-    const int esize = FMT == FG_Q_I8 ? 1 : 2;
     const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n32 = n_in / 32 * 32;
     __m512 a0[QMAX_ROWS], a1[QMAX_ROWS];
     for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
@@ -351,7 +350,6 @@ qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptr
         __m512 wv = load_tail_512(wr, k, n_in - k, FMT);
         for (int r = 0; r < NR; r++) a1[r] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + r * xs + k), a1[r]);
     }
-    (void)esize;
     for (int r = 0; r < NR; r++) part[r] = _mm512_add_ps(a0[r], a1[r]);
 }
 

@@ -23,3 +23,16 @@ cdef inline const float *check_out_and_bias(str name, Py_ssize_t n, Py_ssize_t n
     if b.shape[0] != n_out:
         raise ValueError(f"{name}: bias must have shape ({n_out},), got ({b.shape[0]},)")
     return &b[0]
+
+
+cdef inline bint filled_trivially(Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, const float[::1] b,
+                                  float[:, ::1] out) except -1:
+    """A product with no rows, outputs or inputs needs no kernel: with no inputs every sum is
+    empty and out is the bias alone. Returns whether out is done."""
+    if n == 0 or n_out == 0:
+        return True
+    if n_in == 0:
+        import numpy
+        numpy.asarray(out)[...] = 0 if b is None else numpy.asarray(b)
+        return True
+    return False

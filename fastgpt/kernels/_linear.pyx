@@ -95,10 +95,7 @@ def gemm(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b, float
     cdef float[::1] buf
     cdef float *xp
     check_threads(n_threads)
-    if n == 0 or n_out == 0:
-        return out.base
-    if n_in == 0:  # empty sums: out is the bias alone
-        np.asarray(out)[...] = 0 if b is None else np.asarray(b)
+    if filled_trivially(n, n_in, n_out, b, out):
         return out.base
     tail = n % PANEL if n > PANEL and n % PANEL <= GEMM_TAIL_ROWS else 0
     n_gemm = n - tail

@@ -144,10 +144,7 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     cdef int level = min(QUANT_LEVEL, max_level)
     cdef const float *bias = check_out_and_bias("quantized linear", x.shape[0], n_out, b, out)
     check_threads(n_threads)
-    if n == 0 or n_out == 0:
-        return out.base
-    if n_in == 0:  # empty sums: out is the bias alone
-        np.asarray(out)[...] = 0 if b is None else np.asarray(b)
+    if filled_trivially(n, n_in, n_out, b, out):
         return out.base
     if n > (DECODE_MAX_ROWS if fmt == FG_Q_I8 else FUSED_MAX_ROWS_16BIT) and not reference:
         return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias)
@@ -270,10 +267,7 @@ def linear_q8x(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1
         raise ValueError(f"linear_q8x needs int8 weights, got {w.format!r}")
     if not (QGEMM or reference):
         raise RuntimeError("this CPU has no AVX512-VNNI: the int8 GEMM can only run with reference=True")
-    if n == 0 or n_out == 0:
-        return out.base
-    if n_in == 0:
-        np.asarray(out)[...] = 0 if b is None else np.asarray(b)
+    if filled_trivially(n, n_in, n_out, b, out):
         return out.base
     if not reference:
         return _prefill_q8x(x, out, n_threads, <const signed char *>wp, sp, bias)
