@@ -121,4 +121,23 @@ void fg_qgemm_ref(const int8_t *w__oi, const uint16_t *s__ob, const float *b__o,
                   ptrdiff_t x_stride, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                   ptrdiff_t o_begin, ptrdiff_t o_end);
 
+/* ---- Prefill GEMMs with 16-bit weights (csrc/hgemm.c) -------------------------------------------
+ * fg_bgemm: bfloat16 w [out, in] with x rounded to bfloat16 (spec: quant.linear_ref_bf16_activations),
+ * by AVX512_BF16 (fg_bgemm_available()). 1. fg_bgemm_pack_x packs panels [p_begin, p_end) of 16 rows
+ * of x into xb (fg_bgemm_x_bytes(n_rows, n_in) bytes, 64-byte aligned); 2. fg_bgemm computes y[n, o]
+ * for every n < n_rows and o in [o_begin, o_end). Each output is summed over pairs of inputs in
+ * order, whatever the o range: any thread split gives the same bits.
+ * fg_gemm_w16_f32: bfloat16 or float16 w with float32 x packed by fg_gemm_pack_x_f32: y[n, o] for
+ * o in [o_begin, o_end), using wide__oi (ceil((o_end - o_begin) / 8) * 8 * n_in floats, 64-byte
+ * aligned, per thread) for w widened to float32. Exactly linear_ref up to summation order. */
+int fg_bgemm_available(void);
+ptrdiff_t fg_bgemm_x_bytes(ptrdiff_t n_rows, ptrdiff_t n_in);
+void fg_bgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
+                     ptrdiff_t p_end, void *xb__pjc);
+void fg_bgemm(const void *xb__pjc, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, const float *b__o,
+              float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end);
+void fg_gemm_w16_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, int fmt,
+                     const float *b__o, float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end,
+                     float *wide__oi, int level);
+
 #endif

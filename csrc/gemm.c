@@ -24,19 +24,12 @@
 #include <stdint.h>
 
 #include "fastgpt_kernels.h"
+#include "gemm_tile.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define FG_X86 1
 #endif
-
-#define PANEL 16 /* rows of x per packed panel: one zmm */
-
-/* &p[k] for a prefetch, which may point past the end of p's array: computed on integers,
- * since pointer arithmetic beyond the array is undefined even if never dereferenced. */
-static inline const char *ahead(const float *p, ptrdiff_t k) {
-    return (const char *)((uintptr_t)p + (uintptr_t)k * sizeof(float));
-}
 
 /* The packing in plain C: the reference for the layout. */
 static void pack_x_ref(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p, float *dst) {
@@ -67,33 +60,6 @@ static void gemm_ref(const float *xp, ptrdiff_t n_rows, ptrdiff_t n_in, const fl
 #ifdef FG_X86
 /* ---- AVX-512 ---------------------------------------------------------------------------- */
 
-/* t[j] = column j of the 16 x 16 block r (r[c] = row c): three rounds of 2-input shuffles. */
-__attribute__((target("avx512f"), always_inline)) static inline void transpose16_avx512(const __m512 r[16], __m512 t[16]) {
-    __m512 a[16], b[16];
-    for (int i = 0; i < 8; i++) {  /* per 128-bit lane L: rows 2i, 2i+1 of columns 4L..4L+3, interleaved */
-        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {  /* b[4i + c], lane L: rows 4i..4i+3 of column 4L + c */
-        __m512d lo = _mm512_castps_pd(a[4 * i]), hi = _mm512_castps_pd(a[4 * i + 1]);
-        __m512d lo2 = _mm512_castps_pd(a[4 * i + 2]), hi2 = _mm512_castps_pd(a[4 * i + 3]);
-        b[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, lo2));
-        b[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, lo2));
-        b[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi, hi2));
-        b[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi, hi2));
-    }
-    for (int c = 0; c < 4; c++) {  /* gather lane L of the four row groups: column 4L + c */
-        __m512 s0 = _mm512_shuffle_f32x4(b[c], b[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 s1 = _mm512_shuffle_f32x4(b[c], b[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        __m512 s2 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 s3 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        t[c] = _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(2, 0, 2, 0));
-        t[8 + c] = _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(3, 1, 3, 1));
-        t[4 + c] = _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(2, 0, 2, 0));
-        t[12 + c] = _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-}
-
 /* One panel: 16 x 16 blocks of x transposed in registers (masked loads at the row and column
  * edges, zero rows past n_rows). */
 __attribute__((target("avx512f"))) static void pack_x_avx512(const float *x, ptrdiff_t xs, ptrdiff_t n_rows,
@@ -110,105 +76,36 @@ __attribute__((target("avx512f"))) static void pack_x_avx512(const float *x, ptr
     }
 }
 
-/* Tile: MR = 8 rows of w x NRV = 2 panels (32 rows of x) = 16 accumulators; a lone last panel
- * uses the same 8 rows. 8 x 2 measured best (~210 GFLOP/s) of 8-14 rows x 2-4 panels, all
- * within ~5%; for one panel 8-12 rows ran at 150-180 GFLOP/s and 20-28 rows at 40-100 (28
- * row pointers and streams do not fit the registers or the prefetchers). */
-#define GEMM_MR 8
-#define GEMM_NRV 2
-
-/* y[n0 + c, o0 + r] = bias[r] + acc[r][c] for the valid mr x nc part: the 8 x 16 block of each
- * panel is transposed in registers so that each row of y gets one 8-float masked store. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-store_tile_avx512(const __m512 acc[GEMM_MR][GEMM_NRV], const int NRV, ptrdiff_t mr, ptrdiff_t nc, const float *bias,
-                  float *y, ptrdiff_t ys) {
-    __mmask16 keep = (__mmask16)((1u << mr) - 1u);
-    __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias) : _mm512_setzero_ps();
-    b = _mm512_shuffle_f32x4(b, b, _MM_SHUFFLE(1, 0, 1, 0));  /* bias[0:8] in both halves */
-    for (int j = 0; j < NRV; j++) {
-        __m512 a[8], u[8];
-        for (int i = 0; i < 4; i++) {
-            a[2 * i] = _mm512_unpacklo_ps(acc[2 * i][j], acc[2 * i + 1][j]);
-            a[2 * i + 1] = _mm512_unpackhi_ps(acc[2 * i][j], acc[2 * i + 1][j]);
-        }
-        for (int i = 0; i < 2; i++) {  /* u[4i + c], lane L: rows 4i..4i+3 of column 4L + c */
-            __m512d lo = _mm512_castps_pd(a[4 * i]), hi = _mm512_castps_pd(a[4 * i + 1]);
-            __m512d lo2 = _mm512_castps_pd(a[4 * i + 2]), hi2 = _mm512_castps_pd(a[4 * i + 3]);
-            u[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, lo2));
-            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, lo2));
-            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi, hi2));
-            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi, hi2));
-        }
-        for (int c = 0; c < 4; c++) {
-            /* [col c | col 8+c] and [col 4+c | col 12+c], each half = rows 0..7 */
-            __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
-            __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
-            v0 = _mm512_add_ps(_mm512_shuffle_f32x4(v0, v0, _MM_SHUFFLE(3, 1, 2, 0)), b);
-            v1 = _mm512_add_ps(_mm512_shuffle_f32x4(v1, v1, _MM_SHUFFLE(3, 1, 2, 0)), b);
-            const __m512 cols[4] = {v0, v1, _mm512_shuffle_f32x4(v0, v0, _MM_SHUFFLE(3, 2, 3, 2)),
-                                    _mm512_shuffle_f32x4(v1, v1, _MM_SHUFFLE(3, 2, 3, 2))};
-            const int col[4] = {c, 4 + c, 8 + c, 12 + c};
-            for (int q = 0; q < 4; q++) {
-                ptrdiff_t n = 16 * j + col[q];
-                if (n < nc) _mm512_mask_storeu_ps(y + n * ys, keep, cols[q]);
-            }
-        }
-    }
-}
-
-/* acc[r][j] = sum over i of w[r, i] * xp[j][i][:], then stored into y with the bias. Rows
- * past mr re-read row mr - 1 (and are not stored). */
-__attribute__((target("avx512f"), always_inline)) static inline void
-gemm_tile_avx512(const float *w, ptrdiff_t n_in, ptrdiff_t mr, const float *xp, ptrdiff_t xp_stride, ptrdiff_t nc,
-                 const float *bias, float *y, ptrdiff_t ys, const int NRV) {
-    const float *wr[GEMM_MR];
-    __m512 acc[GEMM_MR][GEMM_NRV];
-    for (int r = 0; r < GEMM_MR; r++) wr[r] = w + (r < mr ? r : mr - 1) * n_in;
-    for (int r = 0; r < GEMM_MR; r++)
-        for (int j = 0; j < NRV; j++) acc[r][j] = _mm512_setzero_ps();
-    for (ptrdiff_t i = 0; i < n_in; i++) {
-        /* Prefetch the next tile's rows into L2, a line of each per 16 i: with weights coming
-         * from DRAM (prefill) the 8 slow row streams defeat the hardware prefetchers, and this
-         * took N = 16 from 120 to 170 GFLOP/s (into L1 instead thrashed it at I = 3072). Past
-         * the last row of w it prefetches unrelated addresses, which is harmless. */
-        if ((i & 15) == 0)
-            for (int r = 0; r < GEMM_MR; r++) _mm_prefetch(ahead(w, (GEMM_MR + r) * n_in + i), _MM_HINT_T1);
-        __m512 xv[GEMM_NRV];
-        for (int j = 0; j < NRV; j++) xv[j] = _mm512_load_ps(xp + j * xp_stride + i * PANEL);
-        for (int r = 0; r < GEMM_MR; r++) {
-            __m512 wb = _mm512_set1_ps(wr[r][i]);
-            for (int j = 0; j < NRV; j++) acc[r][j] = _mm512_fmadd_ps(wb, xv[j], acc[r][j]);
-        }
-    }
-    store_tile_avx512(acc, NRV, mr, nc, bias, y, ys);
-}
-
 #define GEMM_TILE_FN(NRV)                                                                                  \
     __attribute__((target("avx512f"))) static void gemm_tile_##NRV(const float *w, ptrdiff_t n_in, ptrdiff_t mr, \
                                                                    const float *xp, ptrdiff_t xp_stride,   \
                                                                    ptrdiff_t nc, const float *bias, float *y, \
                                                                    ptrdiff_t ys) {                         \
-        gemm_tile_avx512(w, n_in, mr, xp, xp_stride, nc, bias, y, ys, NRV);                                \
+        gemm_tile_avx512(w, n_in, mr, xp, xp_stride, nc, bias, y, ys, pf_at((const char *)w, GEMM_MR * n_in * 4), \
+                         n_in * (ptrdiff_t)sizeof(float), sizeof(float), NRV);                                \
     }
 GEMM_TILE_FN(1)
 GEMM_TILE_FN(2)
 
-/* Panel groups outer, output tiles inner: the group of x (2 x 16 x I floats) stays in L2 while
- * the block's rows of w stream past it (from L2 when the caller sizes the block for it). */
+typedef struct {
+    const float *xp, *w, *bias;
+    float *y;
+    ptrdiff_t n_in, ys;
+} gemm_f32_args;
+
+static void gemm_f32_step(const gemm_step *s, void *ctx) {
+    const gemm_f32_args *a = ctx;
+    ptrdiff_t panel_stride = a->n_in * PANEL;
+    const float *w = a->w + s->o * a->n_in, *xpp = a->xp + s->p * panel_stride, *bo = a->bias ? a->bias + s->o : NULL;
+    float *yt = a->y + s->n0 * a->ys + s->o;
+    if (s->nrv == 2) gemm_tile_2(w, a->n_in, s->mr, xpp, panel_stride, s->nc, bo, yt, a->ys);
+    else gemm_tile_1(w, a->n_in, s->mr, xpp, panel_stride, s->nc, bo, yt, a->ys);
+}
+
 static void gemm_avx512(const float *xp, ptrdiff_t n_rows, ptrdiff_t n_in, const float *w, const float *bias, float *y,
                         ptrdiff_t ys, ptrdiff_t o_begin, ptrdiff_t o_end) {
-    ptrdiff_t n_panels = (n_rows + PANEL - 1) / PANEL, panel_stride = n_in * PANEL;
-    for (ptrdiff_t p = 0; p < n_panels; p += GEMM_NRV) {
-        int nrv = n_panels - p >= GEMM_NRV ? GEMM_NRV : (int)(n_panels - p);
-        ptrdiff_t n0 = p * PANEL, nc = n_rows - n0 < nrv * PANEL ? n_rows - n0 : nrv * PANEL;
-        const float *xpp = xp + p * panel_stride;
-        for (ptrdiff_t o = o_begin; o < o_end; o += GEMM_MR) {
-            ptrdiff_t mr = o_end - o < GEMM_MR ? o_end - o : GEMM_MR;
-            const float *bo = bias ? bias + o : NULL;
-            if (nrv == 2) gemm_tile_2(w + o * n_in, n_in, mr, xpp, panel_stride, nc, bo, y + n0 * ys + o, ys);
-            else gemm_tile_1(w + o * n_in, n_in, mr, xpp, panel_stride, nc, bo, y + n0 * ys + o, ys);
-        }
-    }
+    gemm_f32_args a = {.xp = xp, .w = w, .bias = bias, .y = y, .n_in = n_in, .ys = ys};
+    gemm_walk(n_rows, o_begin, o_end, gemm_f32_step, &a);
 }
 
 /* ---- AVX2 ------------------------------------------------------------------------------- */
@@ -233,7 +130,7 @@ gemm_tile_avx2_(const float *w, ptrdiff_t n_in, ptrdiff_t mr, const float *xp, f
         for (int j = 0; j < 2; j++) acc[r][j] = _mm256_setzero_ps();
     for (ptrdiff_t i = 0; i < n_in; i++) {
         if ((i & 15) == 0)  /* the next tile's rows into L2, as in the AVX-512 tile */
-            for (int r = 0; r < MR; r++) _mm_prefetch(ahead(w, (MR + r) * n_in + i), _MM_HINT_T1);
+            for (int r = 0; r < MR; r++) _mm_prefetch(pf_at((const char *)w, ((MR + r) * n_in + i) * 4), _MM_HINT_T1);
         __m256 xv[2];
         for (int j = 0; j < 2; j++) xv[j] = _mm256_load_ps(xp + i * PANEL + 8 * j);
         for (int r = 0; r < MR; r++) {

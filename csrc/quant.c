@@ -20,8 +20,9 @@
  * int8 weights' own error) and made the loop 1.8x faster in cache (58 vs 32 GB/s on one core;
  * x rounded to int16 with vpmaddwd, the earlier path, was slower than DRAM on one core).
  * quant.linear_ref_int8_activations is the spec of this arithmetic (shared with qgemm.c).
- * Not used: AVX512_BF16's vdpbf16ps (x rounded to bfloat16 would double the error of bfloat16
- * weights for no gain: the bfloat16 loop already runs at ~70 GB/s from cache).
+ * Not used here: AVX512_BF16's vdpbf16ps (x rounded to bfloat16 would add to the error of bfloat16
+ * weights for no gain: the bfloat16 loop already runs at ~70 GB/s from cache, above DRAM speed).
+ * Prefill, which is compute-bound, does use it (csrc/hgemm.c).
  *
  * Non-goals: no threads (the Cython wrapper runs a prange over row blocks), no allocation,
  * no fast-math. Int8 needs n_in % 32 == 0 (checked in Python).

@@ -258,6 +258,21 @@ def linear_ref(x: np.ndarray, w: QuantizedWeight, b: np.ndarray | None, out: np.
     return out
 
 
+def linear_ref_bf16_activations(x: np.ndarray, w: QuantizedWeight, b: np.ndarray | None,
+                                out: np.ndarray) -> np.ndarray:
+    """out (N, O) = bfloat16(x) @ w.T + b for bfloat16 w: the spec of the bfloat16 prefill GEMM on
+    CPUs with AVX512_BF16 (csrc/hgemm.c, products of more than 8 rows), which rounds x to bfloat16
+    (nearest even, float32_to_bf16_bits) so that vdpbf16ps multiplies two bfloat16 at a time.
+
+    The products of two bfloat16 are exact in float32, so this is ``linear_ref`` on the rounded x
+    up to summation order. The rounding adds an NMSE of ~2e-6 to the product against float32 x on
+    Gaussian data (bfloat16 weights alone give ~5e-6 against float32 weights).
+    """
+    if w.format != "bfloat16":
+        raise QuantizationError(f"linear_ref_bf16_activations needs bfloat16 weights, got {w.format!r}")
+    return linear_ref(bf16_bits_to_float32(float32_to_bf16_bits(x)), w, b, out)
+
+
 #: Blocks of x with a smaller absmax count as zero in the int8-activation product (127 / absmax
 #: must stay finite; no GPT-2 activation is anywhere near this small).
 INT8_X_TINY = np.float32(2.0 ** -100)

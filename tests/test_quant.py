@@ -15,9 +15,17 @@ Tolerances, as NMSE = sum((got - want)^2) / sum(want^2) against the reference
   (assert_within_q8_rounding), not as an NMSE.
 - Q8_NMSE: linear_ref_int8_activations against linear_ref on Gaussian data: ~2e-5 on average,
   but a product with only 3 outputs measured up to 4.5e-4, hence 2e-3.
+- BF16X: on CPUs with AVX512_BF16, bfloat16 products of more than 8 rows (prefill, csrc/hgemm.c)
+  round x to bfloat16 for vdpbf16ps; fastgpt.quant.linear_ref_bf16_activations is their spec, to
+  SUM_ORDER_NMSE (the products are exact, only the summation order differs). BF16X_NMSE bounds
+  that spec against linear_ref: rounding to 8 significant bits is a relative error of up to
+  2^-9 per element, variance ~2^-18 / 3 ~ 1.3e-6 of the signal; measured 1.8e-6 on Gaussian x,
+  up to ~1e-5 for products with few outputs; 1e-4 leaves room.
 - MODEL_NMSE: a whole small model against the float32 model on the dequantized weights: the
   per-op bounds above, carried through two layers (measured ~1e-13); MODEL_NMSE_Q8X where the
-  kernels round x to int8 (measured ~7e-5 decoding, ~1e-4 prefilling).
+  kernels round x to int8 (measured ~7e-5 decoding, ~1e-4 prefilling), MODEL_NMSE_BF16X where
+  they round it to bfloat16 in prefill (measured 1.0e-5 for the full forward, 8e-7 for the
+  token decoded after it).
 - QUANT_NMSE: the formats' own error, logits of a random model against float32: bfloat16 keeps
   8 mantissa bits (per-weight NMSE 2^-16 / 3 ~ 5e-6; ~1e-5 measured on logits), float16 11 bits
   (~2e-7), int8 blocks ~ (absmax / 254)^2 / 3 per weight (~1e-4 on logits).
@@ -33,13 +41,16 @@ from fastgpt import GPT2Config, Model
 from fastgpt.backend import kernels_available, select_backend
 from fastgpt.quant import (DTYPES, FORMATS, INT8_BLOCK, QuantizationError, QuantizedWeight, bf16_bits_to_float32,
                            dequantize_weights, f16_bits_to_float32, float32_to_bf16_bits, linear_ref,
-                           linear_ref_int8_activations, quantize, quantize_activations_int8, quantize_weights)
+                           linear_ref_bf16_activations, linear_ref_int8_activations, quantize,
+                           quantize_activations_int8, quantize_weights)
 from fastgpt.weights import random_weights
 
 SUM_ORDER_NMSE = 1e-10
 Q8_NMSE = 2e-3
 MODEL_NMSE = {"bfloat16": 1e-10, "float16": 1e-10, "int8": 1e-10}
 MODEL_NMSE_Q8X = 1e-3
+BF16X_NMSE = 1e-4
+MODEL_NMSE_BF16X = 1e-4
 QUANT_NMSE = {"bfloat16": 1e-4, "float16": 2e-6, "int8": 1e-3}
 
 needs_kernels = pytest.mark.skipif(not kernels_available(), reason="compiled kernels not built")
@@ -222,22 +233,25 @@ def _qgemm_available():
 
 
 def _rounds_x(fmt, N, level=2):
-    """Whether the compiled kernel at this level rounds x to int8 for this product."""
-    if fmt != "int8" or not kernels_available():
-        return False
+    """How the compiled kernel at this level rounds x for this product: None, "bfloat16" or "int8"."""
+    if fmt is None or not kernels_available():
+        return None
     from fastgpt.kernels import _quant
 
-    if N <= _quant.DECODE_MAX_ROWS:
-        return _quant.int8_activations(level)
-    return _qgemm_available() and level == 2
+    return _quant.activation_rounding(fmt, N, level)
 
 
 def _check(got, x, w, b, want, fmt, N, what, level=2):
-    """got against the float reference; a product that rounds x to int8 also against its spec."""
-    if _rounds_x(fmt, N, level):
+    """got against the float reference; a product that rounds x also against its spec."""
+    rounding = _rounds_x(fmt, N, level)
+    if rounding == "int8":
         assert_nmse(got, linear_ref_int8_activations(x, w, b, np.empty_like(got)), SUM_ORDER_NMSE,
                     f"{what} vs linear_ref_int8_activations")
         assert_within_q8_rounding(got, want, x, w, what)
+    elif rounding == "bfloat16":
+        assert_nmse(got, linear_ref_bf16_activations(x, w, b, np.empty_like(got)), SUM_ORDER_NMSE,
+                    f"{what} vs linear_ref_bf16_activations")
+        assert_nmse(got, want, BF16X_NMSE, f"{what} vs linear_ref (x rounded to bfloat16)")
     else:
         assert_nmse(got, want, SUM_ORDER_NMSE, what)
 
@@ -286,7 +300,7 @@ def test_16bit_widths_that_are_not_multiples_of_32(fmt, I):
         want = linear_ref(x, w, None, np.empty((N, 9), np.float32))
         for level in (0, 1, 2):
             got = _quant.linear(x, w, None, np.empty((N, 9), np.float32), 1, max_level=level)
-            assert_nmse(got, want, SUM_ORDER_NMSE, f"{fmt} I={I} N={N} level {level}")
+            _check(got, x, w, None, want, fmt, N, f"{fmt} I={I} N={N} level {level}", level)
 
 
 @needs_kernels
@@ -363,7 +377,8 @@ def test_model_matches_float32_model_on_dequantized_weights(backend, dtype):
     assert model.dtype == dtype
     spec = Model(SMALL, dequantize_weights(model.weights), backend="numpy")
     q8x = backend != "numpy" and _rounds_x(dtype, 1) and _rounds_x(dtype, 9)   # x rounded to int8 throughout
-    bound = MODEL_NMSE_Q8X if q8x else MODEL_NMSE[dtype]
+    bf16x = backend != "numpy" and _rounds_x(dtype, 22) == "bfloat16"             # x rounded to bfloat16 in prefill
+    bound = MODEL_NMSE_Q8X if q8x else MODEL_NMSE_BF16X if bf16x else MODEL_NMSE[dtype]
     assert_nmse(model(ids), spec(ids), bound, f"{backend} {dtype} full forward")
     # decoding one token at a time (the fused matvec path) gives the same logits
     cache = model.new_cache(batch_size=2)

@@ -55,3 +55,15 @@ cdef extern from "fastgpt_kernels.h" nogil:
     void fg_qgemm_ref(const signed char *w, const unsigned short *s, const float *b, const float *x,
                       Py_ssize_t x_stride, float *y, Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
                       Py_ssize_t o_begin, Py_ssize_t o_end)
+
+# Prefill GEMMs with 16-bit weights (csrc/hgemm.c).
+cdef extern from "fastgpt_kernels.h" nogil:
+    int fg_bgemm_available()
+    Py_ssize_t fg_bgemm_x_bytes(Py_ssize_t n_rows, Py_ssize_t n_in)
+    void fg_bgemm_pack_x(const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
+                         Py_ssize_t p_begin, Py_ssize_t p_end, void *xb)
+    void fg_bgemm(const void *xb, Py_ssize_t n_rows, Py_ssize_t n_in, const unsigned short *w, const float *b,
+                  float *y, Py_ssize_t y_stride, Py_ssize_t o_begin, Py_ssize_t o_end)
+    void fg_gemm_w16_f32(const float *xp, Py_ssize_t n_rows, Py_ssize_t n_in, const unsigned short *w, int fmt,
+                         const float *b, float *y, Py_ssize_t y_stride, Py_ssize_t o_begin, Py_ssize_t o_end,
+                         float *wide, int level)

@@ -4,12 +4,18 @@
 - N <= DECODE_MAX_ROWS (decoding; 8 for 16-bit formats): the fused dequantize-and-dot of csrc/quant.c, parallel over
   bands of output rows like _linear.linear. No float32 copy of W exists at any point. int8 on a
   CPU with AVX512-VNNI rounds x to int8 per block of 32 (see int8_activations), as prefill does.
+- More rows, bfloat16 on a CPU with AVX512_BF16: csrc/hgemm.c's GEMM with vdpbf16ps, x rounded
+  to bfloat16 and packed once (spec: fastgpt.quant.linear_ref_bf16_activations), w read in place:
+  ~1.8x the float32 GEMM.
+- More rows, float16 (or bfloat16 without AVX512_BF16) on AVX-512: csrc/hgemm.c widens 8 rows of
+  w at a time into each thread's float32 scratch as the first panel group of x reaches them,
+  overlapping the widening with the stream, and runs the float32 GEMM tile on them.
 - More rows (prefill), int8 on a CPU with AVX512-VNNI: the integer GEMM of csrc/qgemm.c. x is
   rounded to int8 per block of 32 (fastgpt.quant.linear_ref_int8_activations is the spec; it
   adds an NMSE of ~1e-5 to the product) and packed once, shared by the threads; each thread
   packs a tile of W's rows (sized for L2) into its own scratch and multiplies it with vpdpbusd,
   ~3x the float32 GEMM below.
-- More rows otherwise: each thread dequantizes a tile of W's rows into its own float32 scratch
+- More rows otherwise (int8 without VNNI, AVX2): each thread dequantizes a tile of W's rows into its own float32 scratch
   (sized to stay in L2) and runs the float32 GEMM of csrc/gemm.c on it, against x packed once
   and shared. The dequantization is O(O * I) against the GEMM's O(N * O * I). Without AVX2
   the tile goes through NumPy's matmul (BLAS) instead.
@@ -23,8 +29,9 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free
 
-from ._csrc cimport (FG_AVX2, FG_AVX512, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_dequantize_rows,
-                     fg_gemm_f32, fg_gemm_pack_x_f32, fg_q8_activations, fg_qgemm, fg_qgemm_available,
+from ._csrc cimport (FG_AVX2, FG_AVX512, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_bgemm, fg_bgemm_available,
+                     fg_bgemm_pack_x, fg_bgemm_x_bytes, fg_dequantize_rows, fg_gemm_f32, fg_gemm_pack_x_f32,
+                     fg_gemm_w16_f32, fg_q8_activations, fg_qgemm, fg_qgemm_available,
                      fg_qgemm_pack_w, fg_qgemm_pack_x, fg_qgemm_ref, fg_qgemm_rows_padded, fg_qgemm_tile_bytes,
                      fg_qgemm_x_bytes, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes, fg_qprep_x,
                      fg_quant_level)
@@ -48,9 +55,11 @@ cdef Py_ssize_t FUSED_MAX_ROWS_16BIT = 8
 # Rows of w per scheduling unit of the matvec: a multiple of its 8-row tile.
 cdef Py_ssize_t ROW_BLOCK = 64
 # Rows of x per packed panel (csrc/gemm.c) and the float32 bytes of one dequantized tile of w:
-# it stays in L2 while every panel group of x passes over it (as _linear.gemm's blocks).
+# it stays in L2 while every panel group of x passes over it; at least TILE_MIN_ROWS rows, since
+# each tile re-reads all of the packed x from L3 (as _linear.gemm's blocks).
 cdef Py_ssize_t PANEL = 16
 cdef Py_ssize_t TILE_BYTES = 256 * 1024
+cdef Py_ssize_t TILE_MIN_ROWS = 64
 # The int8 GEMM's tile of W (csrc/qgemm.c): rows a multiple of its 32-output microkernel, about
 # this many packed bytes (1.25 per weight), so that it stays in L2 while every 6-row chunk of x
 # passes over it. Small tiles cost little: each re-reads the packed x (N * I bytes) from L3,
@@ -58,6 +67,11 @@ cdef Py_ssize_t TILE_BYTES = 256 * 1024
 cdef bint QGEMM = fg_qgemm_available()
 cdef Py_ssize_t QG_TILE_BYTES = 256 * 1024
 cdef Py_ssize_t QG_TILE_ALIGN = 32
+# bfloat16 prefill on AVX512_BF16 (csrc/hgemm.c): blocks of about this many bytes of w, at least
+# BG_MIN_BLOCK rows (as _linear.gemm's blocks: each block re-reads the packed x from L3).
+cdef bint BGEMM = fg_bgemm_available()
+cdef Py_ssize_t BG_BLOCK_BYTES = 256 * 1024
+cdef Py_ssize_t BG_MIN_BLOCK = 64
 # Rows per tile on the BLAS fallback (no AVX2): big enough for BLAS to be efficient.
 cdef Py_ssize_t BLAS_TILE_ROWS = 1024
 
@@ -73,6 +87,27 @@ def int8_activations(int max_level=2):
     """Whether int8 decode products (N <= DECODE_MAX_ROWS) round x to int8 per block of 32, as
     fastgpt.quant.linear_ref_int8_activations specifies (AVX-512 with VNNI); otherwise x stays float32."""
     return bool(fg_q8_activations(min(QUANT_LEVEL, max_level)))
+
+
+def bgemm_available():
+    """Whether bfloat16 products of more than FUSED_MAX_ROWS_16BIT rows run vdpbf16ps (AVX512_BF16),
+    which rounds x to bfloat16 (see activation_rounding)."""
+    return BGEMM
+
+
+def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=2):
+    """How `linear` rounds x for a product of n_rows rows of x with weights in fmt: None (x stays
+    float32: fastgpt.quant.linear_ref is the spec), "bfloat16" (linear_ref_bf16_activations) or
+    "int8" (linear_ref_int8_activations)."""
+    if fmt not in FORMAT_CODES:
+        raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
+    level = min(QUANT_LEVEL, max_level)
+    if fmt == "int8":
+        fused = n_rows <= DECODE_MAX_ROWS
+        return "int8" if (fg_q8_activations(level) if fused else QGEMM and level >= FG_AVX512) else None
+    if fmt == "bfloat16" and n_rows > FUSED_MAX_ROWS_16BIT and BGEMM and level >= FG_AVX512:
+        return "bfloat16"
+    return None
 
 
 def qgemm_available():
@@ -190,10 +225,12 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
     cdef float *tile
     if fmt == FG_Q_I8 and QGEMM and level >= FG_AVX512:
         return _prefill_q8x(x, out, n_threads, <const signed char *>wp, sp, bias)
+    if fmt == FG_Q_BF16 and BGEMM and level >= FG_AVX512:
+        return _prefill_bf16x(x, out, n_threads, <const unsigned short *>wp, bias)
     if level < FG_AVX2:
         return _prefill_blas(x, w, b, out, n_threads, level, fmt, wp, sp)
     n_panels = (n + PANEL - 1) // PANEL
-    tile_rows = max(PANEL, (TILE_BYTES // (n_in * sizeof(float))) // PANEL * PANEL)
+    tile_rows = max(TILE_MIN_ROWS, (TILE_BYTES // (n_in * sizeof(float))) // PANEL * PANEL)
     tile_floats = (tile_rows * n_in + PANEL - 1) // PANEL * PANEL            # keeps each tile 64-byte aligned
     n_tiles = (n_out + tile_rows - 1) // tile_rows
     # xp (panels, I, 16), then one float32 tile of w per thread; the GEMM's loads of xp are aligned
@@ -208,9 +245,37 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
             tile = tiles + fg_thread_id() * tile_floats
             o0 = t * tile_rows
             o1 = min(o0 + tile_rows, n_out)
-            fg_dequantize_rows(wp, sp, fmt, n_in, o0, o1, tile, level)
-            fg_gemm_f32(xp, n, n_in, tile, bias + o0 if bias != NULL else NULL, &out[0, 0] + o0, ys,
-                        0, o1 - o0, level)
+            if fmt == FG_Q_I8:
+                fg_dequantize_rows(wp, sp, fmt, n_in, o0, o1, tile, level)
+                fg_gemm_f32(xp, n, n_in, tile, bias + o0 if bias != NULL else NULL, &out[0, 0] + o0, ys,
+                            0, o1 - o0, level)
+            else:
+                fg_gemm_w16_f32(xp, n, n_in, <const unsigned short *>wp, fmt, bias, &out[0, 0], ys, o0, o1, tile,
+                                level)
+    return out.base
+
+
+cdef object _prefill_bf16x(const float[:, ::1] x, float[:, ::1] out, int n_threads, const unsigned short *wp,
+                           const float *bias):
+    """bfloat16 w with x rounded to bfloat16 (csrc/hgemm.c): x packed once and shared, w read in place."""
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = out.shape[1]
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
+    cdef Py_ssize_t n_panels = (n + PANEL - 1) // PANEL, p, blk, o0, o1
+    cdef Py_ssize_t block = max(BG_MIN_BLOCK, (BG_BLOCK_BYTES // (n_in * 2)) // PANEL * PANEL)
+    cdef Py_ssize_t n_blocks = (n_out + block - 1) // block, xb_bytes = (fg_bgemm_x_bytes(n, n_in) + 63) // 64 * 64
+    cdef void *xb = aligned_alloc(64, xb_bytes)
+    if xb == NULL:
+        raise MemoryError(f"could not allocate {xb_bytes} bytes for the packed x")
+    try:
+        with nogil:
+            for p in prange(n_panels, num_threads=n_threads, schedule="static"):
+                fg_bgemm_pack_x(&x[0, 0], xs, n, n_in, p, p + 1, xb)
+            for blk in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
+                o0 = blk * block
+                o1 = min(o0 + block, n_out)
+                fg_bgemm(xb, n, n_in, wp, bias, &out[0, 0], ys, o0, o1)
+    finally:
+        free(xb)
     return out.base
 
 
