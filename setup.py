@@ -28,7 +28,7 @@ MODULES = {
     "_linear": ["simd_dot.c", "gemm.c"],
     "_attention": ["attention.c", "simd_dot.c"],
     "_system": ["simd_dot.c"],
-    "_quant": ["quant.c", "qgemm.c", "hgemm.c", "gemm.c", "simd_dot.c"],
+    "_quant": ["quant.c", "qgemm.c", "hgemm.c", "hdot.c", "gemm.c", "simd_dot.c"],
 }
 
 

@@ -140,4 +140,10 @@ void fg_gemm_w16_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, con
                      const float *b__o, float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end,
                      float *wide__oi, int level);
 
+/* float16 w [out, in], 9..~24 rows of float32 x (csrc/hdot.c): y[n, o] = b[o] + sum_i w[o, i] * x[n, i]
+ * for n < n_rows, o in [o_begin, o_end), by dot-product register blocks; each output's summation
+ * order depends only on n_in (any band split or n_rows gives the same bits). */
+void fg_hdot_f16(const uint16_t *w__oi, const float *b__o, const float *x__ni, ptrdiff_t x_stride, float *y__no,
+                 ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+
 #endif

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "fastgpt_kernels.h"
+#include "reduce_avx512.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -134,26 +135,6 @@ TARGET_512 static inline __m512 load_tail_512(const void *w, ptrdiff_t k, ptrdif
     memcpy(buf, (const uint16_t *)w + k, (size_t)n * sizeof(uint16_t));
     return load16_512(buf, 0, FMT, NULL);
 }
-
-/* Per-lane sums of 8 accumulators: simd_dot.c's transpose-and-add tree, same order. */
-TARGET_512 static inline __m512 pairsum_ps(__m512 a, __m512 b) {
-    return _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-}
-
-TARGET_512 static inline __m512 quadsum_ps(__m512 ab, __m512 cd) {
-    __m512d x = _mm512_castps_pd(ab), y = _mm512_castps_pd(cd);
-    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-}
-
-TARGET_512 static inline __m256 reduce8_512(const __m512 a[8]) {
-    __m512 u = quadsum_ps(pairsum_ps(a[0], a[1]), pairsum_ps(a[2], a[3]));
-    __m512 v = quadsum_ps(pairsum_ps(a[4], a[5]), pairsum_ps(a[6], a[7]));
-    __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(3, 1, 3, 1)));
-    s = _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(3, 1, 2, 0));
-    return _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
-}
-
 
 /* -- prepared x -----------------------------------------------------------------------------
  * The AVX-512 loops read x in a form prepared once per product (fg_qprep_x), so that the
@@ -375,7 +356,7 @@ qrows_512(const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o_begin, p
         __mmask16 keep = (__mmask16)((1u << n_o) - 1u);
         __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias + g) : _mm512_setzero_ps();
         for (int r = 0; r < NR; r++)
-            _mm512_mask_storeu_ps(y + r * ys + g, keep, _mm512_add_ps(_mm512_castps256_ps512(reduce8_512(sums[r])), b));
+            _mm512_mask_storeu_ps(y + r * ys + g, keep, _mm512_add_ps(_mm512_castps256_ps512(reduce8_avx512(sums[r])), b));
     }
 }
 

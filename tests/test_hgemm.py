@@ -1,11 +1,12 @@
-"""The prefill GEMMs for 16-bit weights (csrc/hgemm.c) against their NumPy specs.
+"""The prefill products for 16-bit weights (csrc/hgemm.c, csrc/hdot.c) against their NumPy specs.
 
 - bfloat16 on AVX512_BF16 (vdpbf16ps): x rounded to bfloat16, spec
   fastgpt.quant.linear_ref_bf16_activations. SPEC_NMSE: both multiply the same bfloat16 numbers
   exactly (a product of two 8-bit significands fits float32's 24), so only the summation order
   differs: measured <= 1e-13 for dots of <= 3072 terms; 1e-10 leaves room.
 - float16 (and bfloat16 without AVX512_BF16): x stays float32, spec fastgpt.quant.linear_ref, to
-  the same SPEC_NMSE.
+  the same SPEC_NMSE; 9 to 24 rows of float16 run csrc/hdot.c's dot-product blocks, more rows
+  the GEMM on widened rows of w.
 Rounding x is checked bit for bit through identity weights, where every output is one rounded
 input. Each output's summation order depends only on the input width, so thread counts and
 row subsets give the same bits.
@@ -112,13 +113,16 @@ def test_bf16_non_finite_x_poisons_only_its_row():
 
 @needs_kernels
 @pytest.mark.parametrize("fmt", ["bfloat16", "float16"])
-@pytest.mark.parametrize("N,O,I", [(40, 1023, 768), (17, 300, 3072), (100, 65, 33)])
-def test_thread_counts_and_row_subsets_give_the_same_bits(fmt, N, O, I):
+@pytest.mark.parametrize("N,O,I,subsets", [(40, 1023, 768, [(0, 30), (5, 40)]),       # GEMMs
+                                           (24, 300, 3072, [(0, 9), (5, 22), (11, 24)]),  # float16: csrc/hdot.c
+                                           (100, 65, 33, [(0, 25), (50, 100)])])
+def test_thread_counts_and_row_subsets_give_the_same_bits(fmt, N, O, I, subsets):
+    """Row subsets stay on the kernel of the full product (float16 switches at 24 rows)."""
     w, x = _weight(fmt, O, I), _x(N, I)
     one = _linear(x, w, None, 1)
     for threads in (2, 3):
         assert_bitwise(_linear(x, w, None, threads), one, f"{fmt} {threads} vs 1 threads")
-    for r0, r1 in [(0, 9), (5, 30), (N - 12, N)]:
+    for r0, r1 in subsets:
         assert_bitwise(_linear(x[r0:r1].copy(), w, None), one[r0:r1], f"{fmt} rows {r0}:{r1}")
 
 

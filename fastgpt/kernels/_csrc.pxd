@@ -67,3 +67,6 @@ cdef extern from "fastgpt_kernels.h" nogil:
     void fg_gemm_w16_f32(const float *xp, Py_ssize_t n_rows, Py_ssize_t n_in, const unsigned short *w, int fmt,
                          const float *b, float *y, Py_ssize_t y_stride, Py_ssize_t o_begin, Py_ssize_t o_end,
                          float *wide, int level)
+    void fg_hdot_f16(const unsigned short *w, const float *b, const float *x, Py_ssize_t x_stride, float *y,
+                     Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end,
+                     int level)

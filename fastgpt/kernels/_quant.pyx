@@ -7,6 +7,9 @@
 - More rows, bfloat16 on a CPU with AVX512_BF16: csrc/hgemm.c's GEMM with vdpbf16ps, x rounded
   to bfloat16 and packed once (spec: fastgpt.quant.linear_ref_bf16_activations), w read in place:
   ~1.8x the float32 GEMM.
+- 9 to HDOT_MAX_ROWS rows, float16 on AVX-512: csrc/hdot.c's dot-product register blocks (4 rows
+  of w x 6 of x, w widened in registers), one band of output rows per thread: faster than the
+  GEMMs there.
 - More rows, float16 (or bfloat16 without AVX512_BF16) on AVX-512: csrc/hgemm.c widens 8 rows of
   w at a time into each thread's float32 scratch as the first panel group of x reaches them,
   overlapping the widening with the stream, and runs the float32 GEMM tile on them.
@@ -31,7 +34,7 @@ from libc.stdlib cimport free
 
 from ._csrc cimport (FG_AVX2, FG_AVX512, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_bgemm, fg_bgemm_available,
                      fg_bgemm_pack_x, fg_bgemm_x_bytes, fg_dequantize_rows, fg_gemm_f32, fg_gemm_pack_x_f32,
-                     fg_gemm_w16_f32, fg_q8_activations, fg_qgemm, fg_qgemm_available,
+                     fg_gemm_w16_f32, fg_hdot_f16, fg_q8_activations, fg_qgemm, fg_qgemm_available,
                      fg_qgemm_pack_w, fg_qgemm_pack_x, fg_qgemm_ref, fg_qgemm_rows_padded, fg_qgemm_tile_bytes,
                      fg_qgemm_x_bytes, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes, fg_qprep_x,
                      fg_quant_level)
@@ -72,6 +75,13 @@ cdef Py_ssize_t QG_TILE_ALIGN = 32
 cdef bint BGEMM = fg_bgemm_available()
 cdef Py_ssize_t BG_BLOCK_BYTES = 256 * 1024
 cdef Py_ssize_t BG_MIN_BLOCK = 64
+# float16 products of up to this many rows (more than FUSED_MAX_ROWS_16BIT) on AVX-512 run the
+# dot-product blocks of csrc/hdot.c, one band of output rows per thread; more rows, the GEMM on
+# widened rows of w. The 48 matrices of a GPT-2 124M model in turn, weights from DRAM, 2
+# threads, against the float32 GEMM (interleaved medians): hdot 1.6-2.0x at 9-12 rows, 1.2x at
+# 16, 1.8x at 24, 0.99-1.06x at 32-128 (where the widened GEMM ran 0.87-0.93x), 0.96-0.99x at
+# 256-512 (widened GEMM 0.97-0.99x) and 0.90x at 1024.
+cdef Py_ssize_t HDOT_MAX_ROWS = 128
 # Rows per tile on the BLAS fallback (no AVX2): big enough for BLAS to be efficient.
 cdef Py_ssize_t BLAS_TILE_ROWS = 1024
 
@@ -218,7 +228,7 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
                      int level, int fmt, const void *wp, const unsigned short *sp, const float *bias):
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = out.shape[1]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
-    cdef Py_ssize_t n_panels, p, t, n_tiles, tile_rows, tile_floats, o0, o1
+    cdef Py_ssize_t n_panels, p, t, n_tiles, tile_rows, tile_floats, o0, o1, band
     cdef float[::1] buf
     cdef float *xp
     cdef float *tiles
@@ -227,6 +237,15 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
         return _prefill_q8x(x, out, n_threads, <const signed char *>wp, sp, bias)
     if fmt == FG_Q_BF16 and BGEMM and level >= FG_AVX512:
         return _prefill_bf16x(x, out, n_threads, <const unsigned short *>wp, bias)
+    if fmt == FG_Q_F16 and level >= FG_AVX512 and n <= HDOT_MAX_ROWS:
+        band = ((n_out + n_threads - 1) // n_threads + 3) // 4 * 4      # whole blocks of 4 rows (csrc/hdot.c)
+        with nogil:
+            for t in prange(n_threads, num_threads=n_threads, schedule="static"):
+                o0 = t * band
+                o1 = min(o0 + band, n_out)
+                if o0 < o1:
+                    fg_hdot_f16(<const unsigned short *>wp, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1, level)
+        return out.base
     if level < FG_AVX2:
         return _prefill_blas(x, w, b, out, n_threads, level, fmt, wp, sp)
     n_panels = (n + PANEL - 1) // PANEL
