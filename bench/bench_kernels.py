@@ -11,6 +11,7 @@ H 12 heads, D 64 head width, L cached positions.
 import pytest
 
 from fastgpt.config import PRESETS
+from fastgpt.quant import QuantizedWeight, aligned, quantize
 
 GPT2 = PRESETS["gpt2"]
 
@@ -85,3 +86,30 @@ def test_linear(benchmark, backend, rng, cold_copies, gpt2_weights, name, rows):
     if benchmark.enabled:
         seconds = benchmark.stats.stats.median
         benchmark.extra_info["weight_GB_per_s"] = round(w.nbytes / seconds / 1e9, 2)
+
+
+@pytest.mark.parametrize("rows", [1, 16, 128])  # decode; a short prompt (the 16-bit and int8 kernels
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])                # switch there); prefill
+@pytest.mark.parametrize("name", ["attn_qkv", "mlp_proj", "lm_head"])
+def test_linear_quantized(benchmark, backend, rng, cold_copies, gpt2_weights, name, dtype, rows):
+    n_out, n_in = LINEARS[name]
+    benchmark.group = f"linear {name} {rows}x{n_in} -> {n_out} {dtype}"
+    if name == "lm_head":
+        w, b = gpt2_weights.lm_head, None
+    else:
+        blk = gpt2_weights.blocks[0]
+        w, b = getattr(blk, f"{name}_w"), getattr(blk, f"{name}_b")
+    q = quantize(w, dtype)
+    arrays = (q.data,) if q.scales is None else (q.data, q.scales)
+    # copies keep the 64-byte alignment (quant.aligned) that loaded weights have
+    weights = cold_copies(*arrays, build=lambda *copy: QuantizedWeight(dtype, *(aligned(a) for a in copy)))
+    x, out = _normal(rng, rows, n_in), _normal(rng, rows, n_out)     # (N, in), (N, out)
+
+    def linear():
+        return backend.linear(x, next(weights), b, out)
+
+    benchmark(linear)
+    if benchmark.enabled:
+        seconds = benchmark.stats.stats.median
+        benchmark.extra_info["weight_GB_per_s"] = round(q.nbytes / seconds / 1e9, 2)
+        benchmark.extra_info["GFLOP_per_s"] = round(2 * rows * n_out * n_in / seconds / 1e9, 1)

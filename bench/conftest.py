@@ -105,7 +105,8 @@ def last_level_cache_bytes() -> int:
 
 @pytest.fixture
 def cold_copies(request):
-    """Factory: ``cold_copies(*arrays)`` -> an endless cycle over tuples of copies of ``arrays``.
+    """Factory: ``cold_copies(*arrays)`` -> an endless cycle over tuples of copies of ``arrays``;
+    ``cold_copies(*arrays, build=f)`` cycles over ``f(*copy)`` instead, built once per copy.
 
     In decode every weight matrix and every layer's KV cache is read once per token, with the
     rest of the model (0.5 GB at 124M) read in between, so it always comes from DRAM. Calling
@@ -115,11 +116,11 @@ def cold_copies(request):
     """
     enabled = not request.config.getoption("benchmark_disable")
 
-    def make(*arrays):
+    def make(*arrays, build=None):
         each = sum(a.nbytes for a in arrays)
         count = math.ceil(4 * last_level_cache_bytes() / each) if enabled else 1
         ring = [tuple(arrays)] + [tuple(a.copy() for a in arrays) for _ in range(count - 1)]
-        return itertools.cycle(ring)
+        return itertools.cycle(ring if build is None else [build(*copy) for copy in ring])
 
     return make
 

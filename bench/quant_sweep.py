@@ -10,9 +10,9 @@ count). Every measurement is interleaved: dtype A, B, C, D, read_sum, A, B, ...
     python bench/quant_sweep.py --threads 1 2 --n 1
     python bench/quant_sweep.py --threads 2 --n 1 4 8 --prefill 512
 
---prefill N also times the prefill path (N rows: dequantized tiles + float32 GEMM, or for int8 on
-a CPU with AVX512-VNNI the integer GEMM of csrc/qgemm.c) on one layer's four matrices and prints
-GFLOP/s per dtype (for int8 with VNNI, integer operations).
+--prefill N also times the prefill path (N rows: see kernels/_quant.pyx for which kernel runs per
+dtype and N, e.g. the bfloat16 GEMM of csrc/hgemm.c or the int8 GEMM of csrc/qgemm.c) on one
+layer's four matrices and prints GFLOP/s per dtype (for int8 with VNNI, integer operations).
 """
 
 from __future__ import annotations
