@@ -31,6 +31,10 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define FG_X86 1
+/* AVX512_BF16 intrinsics: GCC 10 and clang 9 on; an older compiler builds the rest without them */
+#if (defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10)
+#define FG_BF16_INTRINSICS 1
+#endif
 #endif
 
 static ptrdiff_t pairs_of(ptrdiff_t n_in) { return (n_in + 1) / 2; }
@@ -40,7 +44,7 @@ ptrdiff_t fg_bgemm_x_bytes(ptrdiff_t n_rows, ptrdiff_t n_in) {
 }
 
 int fg_bgemm_available(void) {
-#ifdef FG_X86
+#ifdef FG_BF16_INTRINSICS
     __builtin_cpu_init();
     return fg_quant_level() >= FG_AVX512 && __builtin_cpu_supports("avx512bf16");
 #else
@@ -48,7 +52,7 @@ int fg_bgemm_available(void) {
 #endif
 }
 
-#ifdef FG_X86
+#ifdef FG_BF16_INTRINSICS
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 /* bfloat16 bits of 16 floats in the low half of each 32-bit lane: round to nearest even by adding
@@ -136,6 +140,28 @@ TARGET_BF16 __attribute__((always_inline)) static inline void bgemm_tile(const u
 BGEMM_TILE_FN(1)
 BGEMM_TILE_FN(2)
 
+typedef struct {
+    const uint32_t *xb;
+    const uint16_t *w;
+    const float *bias;
+    float *y;
+    ptrdiff_t n_in, ys;
+} bgemm_args;
+
+static void bgemm_step(const gemm_step *s, void *ctx) {
+    const bgemm_args *a = ctx;
+    ptrdiff_t panel_stride = pairs_of(a->n_in) * PANEL;
+    const uint16_t *w = a->w + s->o * a->n_in;
+    const uint32_t *xbp = a->xb + s->p * panel_stride;
+    const float *bo = a->bias ? a->bias + s->o : NULL;
+    float *yt = a->y + s->n0 * a->ys + s->o;
+    if (s->nrv == 2) bgemm_tile_2(w, a->n_in, s->mr, xbp, panel_stride, s->nc, bo, yt, a->ys);
+    else bgemm_tile_1(w, a->n_in, s->mr, xbp, panel_stride, s->nc, bo, yt, a->ys);
+}
+#endif /* FG_BF16_INTRINSICS */
+
+#ifdef FG_X86
+
 /* The float32 tile on widened rows (see the Design): PF = 2 prefetches the next 8 rows of the
  * 16-bit w (first panel group), PF = 4 those of the widened scratch (later groups, as gemm.c). */
 #define W16_TILE_FN(NRV, PF)                                                                                     \
@@ -176,29 +202,11 @@ static void gemm_w16_step(const gemm_step *s, void *ctx) {
     }
 }
 
-typedef struct {
-    const uint32_t *xb;
-    const uint16_t *w;
-    const float *bias;
-    float *y;
-    ptrdiff_t n_in, ys;
-} bgemm_args;
-
-static void bgemm_step(const gemm_step *s, void *ctx) {
-    const bgemm_args *a = ctx;
-    ptrdiff_t panel_stride = pairs_of(a->n_in) * PANEL;
-    const uint16_t *w = a->w + s->o * a->n_in;
-    const uint32_t *xbp = a->xb + s->p * panel_stride;
-    const float *bo = a->bias ? a->bias + s->o : NULL;
-    float *yt = a->y + s->n0 * a->ys + s->o;
-    if (s->nrv == 2) bgemm_tile_2(w, a->n_in, s->mr, xbp, panel_stride, s->nc, bo, yt, a->ys);
-    else bgemm_tile_1(w, a->n_in, s->mr, xbp, panel_stride, s->nc, bo, yt, a->ys);
-}
 #endif /* FG_X86 */
 
 void fg_bgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
                      ptrdiff_t p_end, void *xb__pjc) {
-#ifdef FG_X86
+#ifdef FG_BF16_INTRINSICS
     for (ptrdiff_t p = p_begin; p < p_end; p++)
         bgemm_pack_panel(x__ni, x_stride, n_rows, n_in, p, (uint32_t *)xb__pjc + p * pairs_of(n_in) * PANEL);
 #else
@@ -208,7 +216,7 @@ void fg_bgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, p
 
 void fg_bgemm(const void *xb__pjc, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, const float *b__o,
               float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end) {
-#ifdef FG_X86
+#ifdef FG_BF16_INTRINSICS
     bgemm_args a = {.xb = xb__pjc, .w = w__oi, .bias = b__o, .y = y__no, .n_in = n_in, .ys = y_stride};
     gemm_walk(n_rows, o_begin, o_end, bgemm_step, &a);
 #else
