@@ -10,7 +10,9 @@ ACTIVATION_KINDS = {"gelu_new": 0, "gelu_pytorch_tanh": 0, "gelu_fast": 0, "gelu
                     "relu": 2, "silu": 3, "swish": 3, "quick_gelu": 4}
 
 cdef int SIMD_LEVEL = fg_simd_level()
-# Below this many elements a parallel region costs more than it saves.
+# Below this many elements a parallel region costs more than it saves. One thread runs a plain
+# loop: even a one-thread region costs ~0.6 us to enter (GOMP's team set-up), more than a
+# 768-wide layer norm itself, and decoding a GPT-2 token makes ~40 such calls.
 cdef Py_ssize_t MIN_PARALLEL = 16384
 
 
@@ -21,11 +23,13 @@ def layer_norm(const float[:, ::1] x, const float[::1] g, const float[::1] b, fl
     check_threads(n_threads)
     if g.shape[0] != c or b.shape[0] != c or out.shape[0] != n or out.shape[1] != c:
         raise ValueError(f"layer_norm: x {(n, c)}, g {g.shape[0]}, b {b.shape[0]}, out {(out.shape[0], out.shape[1])} disagree")
-    if n * c < MIN_PARALLEL:
-        n_threads = 1
     with nogil:
-        for r in prange(n, num_threads=n_threads, schedule="static"):
-            fg_layer_norm_row_f32(&x[r, 0], &g[0], &b[0], c, eps, &out[r, 0], SIMD_LEVEL)
+        if n_threads == 1 or n * c < MIN_PARALLEL:
+            for r in range(n):
+                fg_layer_norm_row_f32(&x[r, 0], &g[0], &b[0], c, eps, &out[r, 0], SIMD_LEVEL)
+        else:
+            for r in prange(n, num_threads=n_threads, schedule="static"):
+                fg_layer_norm_row_f32(&x[r, 0], &g[0], &b[0], c, eps, &out[r, 0], SIMD_LEVEL)
     return out.base
 
 
@@ -44,11 +48,15 @@ def activation(str kind, const float[:, ::1] x, float[:, ::1] out, int n_threads
     chunk = (total + n_threads - 1) // n_threads
     n_chunks = n_threads
     with nogil:
-        for i in prange(n_chunks, num_threads=n_threads, schedule="static"):
-            start = i * chunk
-            stop = min(start + chunk, total)
-            if start < stop:
-                fg_activation_f32(&x[0, 0] + start, &out[0, 0] + start, stop - start, code, SIMD_LEVEL)
+        if n_threads == 1:
+            if total > 0:
+                fg_activation_f32(&x[0, 0], &out[0, 0], total, code, SIMD_LEVEL)
+        else:
+            for i in prange(n_chunks, num_threads=n_threads, schedule="static"):
+                start = i * chunk
+                stop = min(start + chunk, total)
+                if start < stop:
+                    fg_activation_f32(&x[0, 0] + start, &out[0, 0] + start, stop - start, code, SIMD_LEVEL)
     return out.base
 
 
