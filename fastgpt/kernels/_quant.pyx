@@ -105,19 +105,41 @@ def bgemm_available():
     return BGEMM
 
 
+# The kernel a product runs (choose_path): `linear` dispatches on it and activation_rounding
+# reads the rounding of x off it, so the two cannot disagree.
+cdef enum Path:
+    PATH_FUSED      # decode matvec (csrc/quant.c)
+    PATH_Q8GEMM     # int8 GEMM in integers (csrc/qgemm.c)
+    PATH_BGEMM      # bfloat16 GEMM with vdpbf16ps (csrc/hgemm.c)
+    PATH_HDOT       # float16 dot-product blocks (csrc/hdot.c)
+    PATH_TILES      # float32 GEMM on widened or dequantized rows of w (csrc/hgemm.c, csrc/gemm.c)
+    PATH_BLAS       # dequantized tiles through NumPy's matmul (no AVX2)
+
+
+cdef Path choose_path(int fmt, Py_ssize_t n, int level) noexcept:
+    if n <= (DECODE_MAX_ROWS if fmt == FG_Q_I8 else FUSED_MAX_ROWS_16BIT):
+        return PATH_FUSED
+    if fmt == FG_Q_I8 and QGEMM and level >= FG_AVX512:
+        return PATH_Q8GEMM
+    if fmt == FG_Q_BF16 and BGEMM and level >= FG_AVX512:
+        return PATH_BGEMM
+    if fmt == FG_Q_F16 and level >= FG_AVX512 and n <= HDOT_MAX_ROWS:
+        return PATH_HDOT
+    return PATH_BLAS if level < FG_AVX2 else PATH_TILES
+
+
 def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=2):
     """How `linear` rounds x for a product of n_rows rows of x with weights in fmt: None (x stays
     float32: fastgpt.quant.linear_ref is the spec), "bfloat16" (linear_ref_bf16_activations) or
     "int8" (linear_ref_int8_activations)."""
-    if fmt not in FORMAT_CODES:
+    code = FORMAT_CODES.get(fmt)
+    if code is None:
         raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
     level = min(QUANT_LEVEL, max_level)
-    if fmt == "int8":
-        fused = n_rows <= DECODE_MAX_ROWS
-        return "int8" if (fg_q8_activations(level) if fused else QGEMM and level >= FG_AVX512) else None
-    if fmt == "bfloat16" and n_rows > FUSED_MAX_ROWS_16BIT and BGEMM and level >= FG_AVX512:
-        return "bfloat16"
-    return None
+    path = choose_path(code, n_rows, level)
+    if path == PATH_Q8GEMM or (path == PATH_FUSED and code == FG_Q_I8 and fg_q8_activations(level)):
+        return "int8"
+    return "bfloat16" if path == PATH_BGEMM else None
 
 
 def qgemm_available():
@@ -191,8 +213,9 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     check_threads(n_threads)
     if filled_trivially(n, n_in, n_out, b, out):
         return out.base
-    if n > (DECODE_MAX_ROWS if fmt == FG_Q_I8 else FUSED_MAX_ROWS_16BIT) and not reference:
-        return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias)
+    cdef Path path = choose_path(fmt, n, level)
+    if path != PATH_FUSED and not reference:
+        return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias, path)
     n_bands = n_threads
     band = ((n_out + n_bands - 1) // n_bands + 7) // 8 * 8   # whole groups of 8 rows (csrc/quant.c)
     # x prepared once for all threads (csrc/quant.c), in the caller's scratch when it fits
@@ -225,7 +248,7 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
 
 
 cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] out, int n_threads,
-                     int level, int fmt, const void *wp, const unsigned short *sp, const float *bias):
+                     int level, int fmt, const void *wp, const unsigned short *sp, const float *bias, Path path):
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = out.shape[1]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
     cdef Py_ssize_t n_panels, p, t, n_tiles, tile_rows, tile_floats, o0, o1, band
@@ -233,11 +256,11 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
     cdef float *xp
     cdef float *tiles
     cdef float *tile
-    if fmt == FG_Q_I8 and QGEMM and level >= FG_AVX512:
+    if path == PATH_Q8GEMM:
         return _prefill_q8x(x, out, n_threads, <const signed char *>wp, sp, bias)
-    if fmt == FG_Q_BF16 and BGEMM and level >= FG_AVX512:
+    if path == PATH_BGEMM:
         return _prefill_bf16x(x, out, n_threads, <const unsigned short *>wp, bias)
-    if fmt == FG_Q_F16 and level >= FG_AVX512 and n <= HDOT_MAX_ROWS:
+    if path == PATH_HDOT:
         band = ((n_out + n_threads - 1) // n_threads + 3) // 4 * 4      # whole blocks of 4 rows (csrc/hdot.c)
         with nogil:
             for t in prange(n_threads, num_threads=n_threads, schedule="static"):
@@ -246,7 +269,7 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
                 if o0 < o1:
                     fg_hdot_f16(<const unsigned short *>wp, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1, level)
         return out.base
-    if level < FG_AVX2:
+    if path == PATH_BLAS:
         return _prefill_blas(x, w, b, out, n_threads, level, fmt, wp, sp)
     n_panels = (n + PANEL - 1) // PANEL
     tile_rows = max(TILE_MIN_ROWS, (TILE_BYTES // (n_in * sizeof(float))) // PANEL * PANEL)
