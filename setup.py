@@ -29,6 +29,7 @@ MODULES = {
     "_attention": ["attention.c", "simd_dot.c"],
     "_system": ["simd_dot.c"],
     "_quant": ["quant.c", "qgemm.c", "hgemm.c", "hdot.c", "gemm.c", "simd_dot.c"],
+    "_decode": ["decode.c", "quant.c", "attention.c", "elementwise.c", "simd_dot.c"],
 }
 
 

@@ -80,7 +80,13 @@ __attribute__((target("avx512f"))) static ptrdiff_t gelu_tanh_avx512(const float
         __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), _mm512_mul_ps(v, v), v));
         _mm512_storeu_ps(out + k, _mm512_div_ps(v, _mm512_add_ps(one, fg_exp512(u))));
     }
-    return k;
+    if (k < n) { /* masked, not scalar: an element's value must not depend on where a run ends */
+        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + k);
+        __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, v), _mm512_mul_ps(v, v), v));
+        _mm512_mask_storeu_ps(out + k, m, _mm512_div_ps(v, _mm512_add_ps(one, fg_exp512(u))));
+    }
+    return n;
 }
 
 __attribute__((target("avx2,fma"))) static ptrdiff_t gelu_tanh_avx2(const float *x, float *out, ptrdiff_t n) {
@@ -91,7 +97,13 @@ __attribute__((target("avx2,fma"))) static ptrdiff_t gelu_tanh_avx2(const float 
         __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(a, v), _mm256_mul_ps(v, v), v));
         _mm256_storeu_ps(out + k, _mm256_div_ps(v, _mm256_add_ps(one, fg_exp256(u))));
     }
-    return k;
+    if (k < n) {
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 v = _mm256_maskload_ps(x + k, m);
+        __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(a, v), _mm256_mul_ps(v, v), v));
+        _mm256_maskstore_ps(out + k, m, _mm256_div_ps(v, _mm256_add_ps(one, fg_exp256(u))));
+    }
+    return n;
 }
 #endif
 

@@ -54,7 +54,9 @@ int fg_attend_four_f32(const float *q__4d, ptrdiff_t q_stride, const float *k__l
 void fg_layer_norm_row_f32(const float *x__i, const float *g__i, const float *b__i, ptrdiff_t n_i,
                            float eps, float *out__i, int level);
 
-/* Activations over a contiguous run, in place allowed (out == x). kind: see FG_ACT_*. */
+/* Activations over a contiguous run, in place allowed (out == x). kind: see FG_ACT_*. An element's
+ * result depends only on its value and the level, not on the run it is part of: any split of a
+ * row gives the same bits. */
 enum { FG_ACT_GELU_TANH = 0, FG_ACT_GELU_ERF = 1, FG_ACT_RELU = 2, FG_ACT_SILU = 3, FG_ACT_QUICK_GELU = 4 };
 void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind, int level);
 
@@ -79,6 +81,10 @@ int fg_quant_level(void);
 ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level);
 void fg_qprep_x(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep,
                 int level);
+/* Rows [r_begin, r_end) of that prepared x (the layout is fg_qprep_x's for n_rows rows), so that
+ * threads can prepare disjoint rows of one x. */
+void fg_qprep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
+                     ptrdiff_t r_begin, ptrdiff_t r_end, void *prep, int level);
 
 /* y[r, o] = b[o] + sum_i W[o, i] * x[r, i] for o in [o_begin, o_end), r < n_rows (decode: few
  * rows). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x with the same x. */
@@ -145,5 +151,45 @@ void fg_gemm_w16_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, con
  * order depends only on n_in (any band split or n_rows gives the same bits). */
 void fg_hdot_f16(const uint16_t *w__oi, const float *b__o, const float *x__ni, ptrdiff_t x_stride, float *y__no,
                  ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+
+/* ---- One decode step of a GPT-2 stack in one parallel region (csrc/decode.c) --------------------
+ * Every extent below is checked by the caller (fastgpt/kernels/_decode.pyx) before the call. */
+enum { FG_W_F32 = 3 }; /* fg_matrix.fmt beside FG_Q_*: float32 weights */
+typedef struct {
+    const void *w;       /* [n_out, n_in] row-major: float32, or fmt's 16/8-bit data */
+    const uint16_t *s;   /* int8's scales [n_out, n_in / 32], else NULL */
+    const float *b;      /* [n_out] or NULL */
+    ptrdiff_t n_out, n_in;
+    int fmt;
+} fg_matrix;
+
+typedef struct {
+    const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+    fg_matrix qkv, attn_proj, fc, proj;
+    float *k, *v; /* this layer's cache [n_rows, n_head, n_slots, head_dim] */
+} fg_block;
+
+/* Rows of the workspace are contiguous: x, h, attn, last [n_rows, n_embd], qkv [n_rows, 3 n_embd],
+ * ff [n_rows, n_ff], logits [n_rows, head.n_out]. prep: fg_decode_prep_bytes(), 64-byte aligned.
+ * scores: one row of at least n_slots floats per thread, scores_stride apart. */
+typedef struct {
+    ptrdiff_t n_layer, n_rows, n_embd, n_head, head_dim, n_ff, n_slots;
+    float eps;
+    int act_kind, level, qlevel; /* level: fg_simd_level(); qlevel: fg_quant_level() (or lower) */
+    const fg_block *blocks;
+    const float *lnf_g, *lnf_b;
+    fg_matrix head;
+    const int64_t *start; /* first real slot of each row (left padding) */
+    float *x, *h, *qkv, *attn, *ff, *last, *logits;
+    void *prep;
+    float *scores;
+    ptrdiff_t scores_stride;
+} fg_decoder;
+
+/* One new token per row at slot pos: x holds its embedding on entry and the last block's output
+ * on return; every block's key and value are appended at pos; last = ln_f(x); logits = head(last).
+ * Bitwise the result of running the same kernels op by op (see csrc/decode.c). */
+ptrdiff_t fg_decode_prep_bytes(ptrdiff_t n_rows, ptrdiff_t n_embd, ptrdiff_t n_ff, int qlevel);
+void fg_decode_step(const fg_decoder *dec, ptrdiff_t pos, int n_threads);
 
 #endif

@@ -162,11 +162,12 @@ ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level) {
     return 0;
 }
 
-TARGET_512 static void prep_bf16_512(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, float *xp) {
+TARGET_512 static void prep_bf16_512(const float *x, ptrdiff_t xs, ptrdiff_t r_begin, ptrdiff_t r_end, ptrdiff_t n_in,
+                                     float *xp) {
     const ptrdiff_t n32 = n_in / 32 * 32;
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for (ptrdiff_t r = 0; r < n_rows; r++)
+    for (ptrdiff_t r = r_begin; r < r_end; r++)
         for (ptrdiff_t k = 0; k < n32; k += 32) {
             __m512 a = _mm512_loadu_ps(x + r * xs + k), b = _mm512_loadu_ps(x + r * xs + k + 16);
             _mm512_storeu_ps(xp + r * n32 + k, _mm512_permutex2var_ps(a, even, b));
@@ -180,10 +181,10 @@ TARGET_512 static void prep_bf16_512(const float *x, ptrdiff_t xs, ptrdiff_t n_r
  * holding NaN or inf gets q = 0 and sx = NaN, which makes every output of its row NaN. Also
  * cx = 128 * sx * sum(q), the offset correction (see qrow_512). Rows are padded with zeros to
  * n64 inputs and n16 blocks so that the kernel's loads stay whole. */
-TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, int8_t *xq,
-                                   float *sx, float *cx) {
+TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t r_begin, ptrdiff_t r_end, ptrdiff_t n_in,
+                                   int8_t *xq, float *sx, float *cx) {
     const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
-    for (ptrdiff_t r = 0; r < n_rows; r++) {
+    for (ptrdiff_t r = r_begin; r < r_end; r++) {
         memset(xq + r * n64, 0, (size_t)n64);
         for (ptrdiff_t b = n_b; b < n16; b++) sx[r * n16 + b] = cx[r * n16 + b] = 0.f;
         for (ptrdiff_t b = 0; b < n_b; b++) {
@@ -219,15 +220,20 @@ static void i8_prep_parts(const void *prep, ptrdiff_t n_rows, ptrdiff_t n_in, co
     *cx = (const float *)((const char *)prep + q_bytes + s_bytes);
 }
 
-void fg_qprep_x(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep, int level) {
+void fg_qprep_x_rows(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t r_begin,
+                     ptrdiff_t r_end, void *prep, int level) {
     if (level < FG_AVX512) return;
-    if (fmt == FG_Q_BF16) prep_bf16_512(x, xs, n_rows, n_in, (float *)prep);
+    if (fmt == FG_Q_BF16) prep_bf16_512(x, xs, r_begin, r_end, n_in, (float *)prep);
     if (fmt == FG_Q_I8 && has_vnni()) {
         const int8_t *xq;
         const float *sx, *cx;
         i8_prep_parts(prep, n_rows, n_in, &xq, &sx, &cx);
-        prep_i8_512(x, xs, n_rows, n_in, (int8_t *)xq, (float *)sx, (float *)cx);
+        prep_i8_512(x, xs, r_begin, r_end, n_in, (int8_t *)xq, (float *)sx, (float *)cx);
     }
+}
+
+void fg_qprep_x(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep, int level) {
+    fg_qprep_x_rows(fmt, x, xs, n_rows, n_in, 0, n_rows, prep, level);
 }
 
 #define QMAX_ROWS 8

@@ -48,6 +48,12 @@ class NumpyBackend:
     def add(self, x, y, out):
         return ref.add(x, y, out)
 
+    def decoder(self, weights, config, cache):
+        """Something whose ``step(pos)`` runs a whole decode step (one new token per row, the
+        embeddings already in the cache's workspace) and returns the logits; or None, and the
+        model runs op by op. The reference has none."""
+        return None
+
 
 def kernels_available() -> bool:
     try:

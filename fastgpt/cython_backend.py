@@ -7,12 +7,15 @@ to the NumPy reference via ``super()``.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .backend import NumpyBackend
-from .kernels import _attention, _elementwise, _linear
+from .kernels import _attention, _decode, _elementwise, _linear
 from .kernels import _quant
 from .quant import QuantizedWeight
+from .weights import QUANTIZABLE
 
 # Up to this many rows of x the streaming matvec beats the packed GEMM: with few rows the
 # product is bound by reading w, and the matvec reads each weight tile once for all rows with
@@ -27,6 +30,10 @@ class CythonBackend(NumpyBackend):
         super().__init__(threads)
         self._scratch = np.empty((0, 0), np.float32)
         self._quant_scratch = np.empty(0, np.uint8)  # decoding's prepared x, grown once
+        #: Whether decode steps run as one call (kernels/_decode.pyx); False runs them op by op,
+        #: bitwise the same (the tests compare the two).
+        self.fuse_decode = True
+        self._decoders = weakref.WeakKeyDictionary()  # cache -> (weights, workspace, Decoder)
 
     def layer_norm(self, x, g, b, eps, out):
         if not x.flags.c_contiguous:
@@ -61,3 +68,27 @@ class CythonBackend(NumpyBackend):
 
     def add(self, x, y, out):
         return _elementwise.add(x, y, out)
+
+    def decoder(self, weights, config, cache):
+        if not self.fuse_decode:
+            return None
+        ws = cache.workspace(cache.batch_size)
+        entry = self._decoders.get(cache)
+        if entry is None or entry[0] is not weights or entry[1] is not ws or entry[2].n_threads != self.threads.num_threads:
+            # The fused step runs the row kernels that linear picks for few rows; with more rows
+            # linear switches to the GEMMs, and op by op is what matches that.
+            if cache.batch_size > _fused_max_rows(weights):
+                return None
+            decoder = _decode.Decoder(weights, config, cache.k, cache.v, cache.start, ws, self.threads.num_threads)
+            entry = self._decoders[cache] = (weights, ws, decoder)
+        return entry[2]
+
+
+_MATRICES = tuple(name for name in QUANTIZABLE if name not in ("wte", "lm_head"))
+
+
+def _fused_max_rows(weights) -> int:
+    """Rows up to which linear runs a row kernel (matvec) for every matrix the step multiplies."""
+    matrices = [weights.lm_head] + [getattr(blk, name) for blk in weights.blocks for name in _MATRICES]
+    return min(_quant.fused_max_rows(w.format) if isinstance(w, QuantizedWeight) else MATVEC_MAX_ROWS
+               for w in matrices)

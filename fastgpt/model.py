@@ -108,6 +108,12 @@ class Model:
                 f"(n_positions={self.config.n_positions}); GPT-2 cannot attend further back"
             )
         self.backend.threads.apply()
+        self._embed(arr, cache)
+        decoder = self.backend.decoder(self.weights, self.config, cache) if last_only and T == 1 else None
+        if decoder is not None:                                      # one call for the whole step
+            logits = decoder.step(cache.pos)                         # (B, V), cache workspace
+            cache.pos += 1
+            return logits[0] if squeeze else logits
         x = self._blocks(arr, cache)                                 # (B*T, C)
         C = self.config.n_embd
         ws = cache.workspace(B * T)
@@ -126,14 +132,13 @@ class Model:
 
     __call__ = forward
 
-    def _blocks(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
-        cfg, w, be = self.config, self.weights, self.backend
+    def _embed(self, ids: np.ndarray, cache: KVCache) -> None:
+        """The workspace's x = token + position embeddings of ids (B, T) at the cache's slots."""
+        cfg, w = self.config, self.weights
         B, T = ids.shape
-        N, C, H, D = B * T, cfg.n_embd, cfg.n_head, cfg.head_dim
-        pos, eps = cache.pos, cfg.layer_norm_epsilon
+        N, pos = B * T, cache.pos
         ws = cache.workspace(N)
-        x, h, qkv, attn, ff = ws.x[:N], ws.h[:N], ws.qkv[:N], ws.attn[:N], ws.ff[:N]
-
+        x, h = ws.x[:N], ws.h[:N]
         # Positions count from each row's first real token (left padding); padding slots get 0.
         positions = ws.positions[:N].reshape(B, T)
         np.subtract(np.arange(pos, pos + T), cache.start[:, None], out=positions)
@@ -146,6 +151,15 @@ class Model:
             np.take(w.wte, ids.reshape(N), axis=0, out=x)          # (N, C)
         np.take(w.wpe, positions.reshape(N), axis=0, out=h)        # (N, C)
         x += h
+
+    def _blocks(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
+        """Every block, op by op, over the embeddings that _embed put in the workspace."""
+        cfg, w, be = self.config, self.weights, self.backend
+        B, T = ids.shape
+        N, C, H, D = B * T, cfg.n_embd, cfg.n_head, cfg.head_dim
+        pos, eps = cache.pos, cfg.layer_norm_epsilon
+        ws = cache.workspace(N)
+        x, h, qkv, attn, ff = ws.x[:N], ws.h[:N], ws.qkv[:N], ws.attn[:N], ws.ff[:N]
 
         q = qkv[:, :C].reshape(B, T, H, D)
         k_new = qkv[:, C:2 * C].reshape(B, T, H, D).transpose(0, 2, 1, 3)   # (B, H, T, D)

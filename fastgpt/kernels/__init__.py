@@ -6,7 +6,7 @@ Importing never fails: ``HAVE_KERNELS`` says whether the extensions loaded, and
 
 _IMPORT_ERROR = None
 try:
-    from . import _attention, _elementwise, _linear, _quant, _system  # noqa: F401
+    from . import _attention, _decode, _elementwise, _linear, _quant, _system  # noqa: F401
     HAVE_KERNELS = True
 except ImportError as exc:  # not built (e.g. a source checkout without `pip install .`)
     _IMPORT_ERROR = exc

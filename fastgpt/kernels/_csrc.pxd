@@ -31,6 +31,8 @@ cdef extern from "fastgpt_kernels.h" nogil:
     Py_ssize_t fg_qprep_bytes(int fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int level)
     void fg_qprep_x(int fmt, const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in, void *prep,
                     int level)
+    void fg_qprep_x_rows(int fmt, const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
+                         Py_ssize_t r_begin, Py_ssize_t r_end, void *prep, int level)
     void fg_qlinear_rows(const void *w, const unsigned short *s, int fmt, const float *b, const float *x,
                          Py_ssize_t x_stride, const void *prep, float *y, Py_ssize_t y_stride, Py_ssize_t n_rows,
                          Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end, int level)
@@ -70,3 +72,44 @@ cdef extern from "fastgpt_kernels.h" nogil:
     void fg_hdot_f16(const unsigned short *w, const float *b, const float *x, Py_ssize_t x_stride, float *y,
                      Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end,
                      int level)
+
+# One decode step of a GPT-2 stack in one parallel region (csrc/decode.c).
+from libc.stdint cimport int64_t
+
+cdef extern from "fastgpt_kernels.h" nogil:
+    int FG_W_F32
+    ctypedef struct fg_matrix:
+        const void *w
+        const unsigned short *s
+        const float *b
+        Py_ssize_t n_out, n_in
+        int fmt
+    ctypedef struct fg_block:
+        const float *ln1_g
+        const float *ln1_b
+        const float *ln2_g
+        const float *ln2_b
+        fg_matrix qkv, attn_proj, fc, proj
+        float *k
+        float *v
+    ctypedef struct fg_decoder:
+        Py_ssize_t n_layer, n_rows, n_embd, n_head, head_dim, n_ff, n_slots
+        float eps
+        int act_kind, level, qlevel
+        const fg_block *blocks
+        const float *lnf_g
+        const float *lnf_b
+        fg_matrix head
+        const int64_t *start
+        float *x
+        float *h
+        float *qkv
+        float *attn
+        float *ff
+        float *last
+        float *logits
+        void *prep
+        float *scores
+        Py_ssize_t scores_stride
+    Py_ssize_t fg_decode_prep_bytes(Py_ssize_t n_rows, Py_ssize_t n_embd, Py_ssize_t n_ff, int qlevel)
+    void fg_decode_step(const fg_decoder *dec, Py_ssize_t pos, int n_threads)

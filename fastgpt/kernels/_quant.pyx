@@ -45,6 +45,7 @@ cdef extern from "<stdlib.h>" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
 
 include "_check.pxi"
+include "_qweight.pxi"
 
 
 cdef int QUANT_LEVEL = fg_quant_level()
@@ -85,7 +86,6 @@ cdef Py_ssize_t HDOT_MAX_ROWS = 128
 # Rows per tile on the BLAS fallback (no AVX2): big enough for BLAS to be efficient.
 cdef Py_ssize_t BLAS_TILE_ROWS = 1024
 
-FORMAT_CODES = {"bfloat16": FG_Q_BF16, "float16": FG_Q_F16, "int8": FG_Q_I8}
 
 
 def quant_level():
@@ -116,8 +116,20 @@ cdef enum Path:
     PATH_BLAS       # dequantized tiles through NumPy's matmul (no AVX2)
 
 
+cdef Py_ssize_t fused_rows(int fmt) noexcept:
+    return DECODE_MAX_ROWS if fmt == FG_Q_I8 else FUSED_MAX_ROWS_16BIT
+
+
+def fused_max_rows(str fmt):
+    """The most rows of x for which `linear` runs the fused matvec on weights in fmt."""
+    code = FORMAT_CODES.get(fmt)
+    if code is None:
+        raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
+    return fused_rows(code)
+
+
 cdef Path choose_path(int fmt, Py_ssize_t n, int level) noexcept:
-    if n <= (DECODE_MAX_ROWS if fmt == FG_Q_I8 else FUSED_MAX_ROWS_16BIT):
+    if n <= fused_rows(fmt):
         return PATH_FUSED
     if fmt == FG_Q_I8 and QGEMM and level >= FG_AVX512:
         return PATH_Q8GEMM
@@ -145,35 +157,6 @@ def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=2):
 def qgemm_available():
     """Whether int8 prefill runs the integer GEMM (AVX512-VNNI), i.e. rounds x to int8 blocks."""
     return QGEMM
-
-
-cdef int check_weight(object w, Py_ssize_t n_in, const void **wp, const unsigned short **sp) except -1:
-    """Check w's arrays (format, dtypes, shapes) against n_in; set the data / scale pointers."""
-    cdef const unsigned short[:, ::1] w16
-    cdef const signed char[:, ::1] w8
-    cdef const unsigned short[:, ::1] s16
-    fmt = FORMAT_CODES.get(w.format)
-    if fmt is None:
-        raise ValueError(f"unknown quantized format {w.format!r}; expected one of {', '.join(FORMAT_CODES)}")
-    data = w.data
-    if data.ndim != 2 or data.shape[1] != n_in:
-        raise ValueError(f"x has {n_in} features but the weight has shape {data.shape}; it must be [out, in]")
-    sp[0] = NULL
-    if fmt == FG_Q_I8:
-        w8 = data                                       # dtype int8, C-contiguous, or TypeError/ValueError
-        if n_in % FG_Q8_BLOCK:
-            raise ValueError(f"int8 weights need the input width to be a multiple of {FG_Q8_BLOCK}, got {n_in}")
-        s16 = w.scales
-        if s16.shape[0] != data.shape[0] or s16.shape[1] != n_in // FG_Q8_BLOCK:
-            raise ValueError(f"int8 scales must have shape ({data.shape[0]}, {n_in // FG_Q8_BLOCK}), "
-                             f"got ({s16.shape[0]}, {s16.shape[1]})")
-        wp[0] = &w8[0, 0] if w8.shape[0] > 0 else NULL
-        if s16.shape[0] > 0 and s16.shape[1] > 0:
-            sp[0] = &s16[0, 0]
-    else:
-        w16 = data
-        wp[0] = &w16[0, 0] if w16.shape[0] > 0 and n_in > 0 else NULL
-    return fmt
 
 
 def scratch_bytes(str fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int max_level=2):

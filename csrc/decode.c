@@ -1,0 +1,177 @@
+/* One decode step of the whole GPT-2 stack in one parallel region.
+ *
+ * Decoding a token of a 124M model makes ~50 matrix-vector products of 0.1-2 ms each, with
+ * small ops between them. Run op by op from Python, every product pays a fork/join of the
+ * thread team (~1.5 us), the call and argument checks (~1 us), and the weight stream starting
+ * cold. Here the team is forked once per token, the phases are separated by barriers, and each
+ * thread starts pulling its band of the next matrix into the caches before it waits.
+ *
+ * Every phase calls the same row kernels as the op-by-op path (fg_linear_rows_f32,
+ * fg_qlinear_rows, fg_attend_one_f32, fg_layer_norm_row_f32, fg_activation_f32) on bands that
+ * start at multiples of 8 rows, so the result is bitwise that path's: the tests hold it to that.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "fastgpt_kernels.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FG_BARRIER() _Pragma("omp barrier")
+#else
+#define FG_BARRIER() ((void)0)
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FG_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#else
+#define FG_PREFETCH_L2(p) ((void)(p))
+#endif
+
+/* Bytes at the head of a thread's next band that it prefetches before a barrier: what the
+ * kernels' own prefetch distance (8 KB, csrc/quant.c) would otherwise wait for at the start of
+ * the stream. */
+#ifndef FG_DECODE_PREFETCH
+#define FG_DECODE_PREFETCH 16384
+#endif
+
+static ptrdiff_t min_pd(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+
+/* Thread tid's band of output rows: whole groups of 8 (the kernels' tile), as the op-by-op
+ * wrappers split them. */
+static void band_of(ptrdiff_t n_out, int nt, int tid, ptrdiff_t *o0, ptrdiff_t *o1) {
+    ptrdiff_t band = ((n_out + nt - 1) / nt + 7) / 8 * 8;
+    *o0 = min_pd((ptrdiff_t)tid * band, n_out);
+    *o1 = min_pd(*o0 + band, n_out);
+}
+
+static int element_bytes(int fmt) { return fmt == FG_W_F32 ? 4 : fmt == FG_Q_I8 ? 1 : 2; }
+
+static int needs_prep(const fg_matrix *m, int qlevel) {
+    return m->fmt != FG_W_F32 && fg_qprep_bytes(m->fmt, 1, m->n_in, qlevel) > 0;
+}
+
+static void prefetch_band(const fg_matrix *m, int nt, int tid) {
+    ptrdiff_t o0, o1;
+    band_of(m->n_out, nt, tid, &o0, &o1);
+    const ptrdiff_t row = m->n_in * element_bytes(m->fmt);
+    const char *p = (const char *)m->w + o0 * row;
+    const ptrdiff_t n = min_pd((o1 - o0) * row, FG_DECODE_PREFETCH);
+    for (ptrdiff_t k = 0; k < n; k += 64) FG_PREFETCH_L2(p + k);
+}
+
+/* x rows [r for r = tid, tid + nt, ...] prepared for m's kernel (int8 / bfloat16 on AVX-512). */
+static void prep_rows(const fg_decoder *d, const fg_matrix *m, const float *x, int nt, int tid) {
+    if (!needs_prep(m, d->qlevel)) return;
+    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
+        fg_qprep_x_rows(m->fmt, x, m->n_in, d->n_rows, m->n_in, r, r + 1, d->prep, d->qlevel);
+}
+
+static void layer_norm_rows(const fg_decoder *d, const float *g, const float *b, const float *x, float *out, int nt,
+                            int tid) {
+    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
+        fg_layer_norm_row_f32(x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
+}
+
+/* y = x @ m.T + b over this thread's band [o0, o1). */
+static void product(const fg_decoder *d, const fg_matrix *m, const float *x, float *y, int nt, int tid,
+                    ptrdiff_t *o0, ptrdiff_t *o1) {
+    band_of(m->n_out, nt, tid, o0, o1);
+    if (*o0 >= *o1) return;
+    if (m->fmt == FG_W_F32)
+        fg_linear_rows_f32((const float *)m->w, m->b, x, m->n_in, y, m->n_out, d->n_rows, m->n_in, *o0, *o1, d->level);
+    else
+        fg_qlinear_rows(m->w, m->s, m->fmt, m->b, x, m->n_in, d->prep, y, m->n_out, d->n_rows, m->n_in, *o0, *o1,
+                        d->qlevel);
+}
+
+/* x[:, o0:o1] += y[:, o0:o1]: the residual add, on the band this thread just wrote. */
+static void add_band(const fg_decoder *d, float *x, const float *y, ptrdiff_t o0, ptrdiff_t o1) {
+    for (ptrdiff_t r = 0; r < d->n_rows; r++)
+        for (ptrdiff_t o = o0; o < o1; o++) x[r * d->n_embd + o] = x[r * d->n_embd + o] + y[r * d->n_embd + o];
+}
+
+/* Each (row, head) appends its key and value at slot pos and attends over its visible slots. */
+static void attend_items(const fg_decoder *d, const fg_block *blk, ptrdiff_t pos, int nt, int tid) {
+    const ptrdiff_t C = d->n_embd, H = d->n_head, D = d->head_dim, S = d->n_slots;
+    const ptrdiff_t n_items = d->n_rows * H, chunk = (n_items + nt - 1) / nt;
+    const float scale = (float)(1.0 / sqrt((double)D));
+    float *scores = d->scores + tid * d->scores_stride;
+    for (ptrdiff_t item = tid * chunk; item < min_pd(n_items, (tid + 1) * chunk); item++) {
+        const ptrdiff_t b = item / H, hh = item % H;
+        const float *q = d->qkv + b * 3 * C + hh * D;
+        float *k = blk->k + (b * H + hh) * S * D, *v = blk->v + (b * H + hh) * S * D;
+        memcpy(k + pos * D, q + C, (size_t)D * sizeof(float));
+        memcpy(v + pos * D, q + 2 * C, (size_t)D * sizeof(float));
+        const ptrdiff_t first = d->start[b] <= pos ? d->start[b] : pos;
+        fg_attend_one_f32(q, k, v, D, first, pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
+    }
+}
+
+/* x += in @ m.T + b (into h first, as the op-by-op path does), then `next` prefetched. */
+static void residual_product(const fg_decoder *d, const fg_matrix *m, const float *in, const fg_matrix *next, int nt,
+                             int tid) {
+    ptrdiff_t o0, o1;
+    if (needs_prep(m, d->qlevel)) {
+        prep_rows(d, m, in, nt, tid);
+        FG_BARRIER();
+    }
+    product(d, m, in, d->h, nt, tid, &o0, &o1);
+    add_band(d, d->x, d->h, o0, o1);
+    prefetch_band(next, nt, tid);
+    FG_BARRIER();
+}
+
+static void decode_thread(const fg_decoder *d, ptrdiff_t pos, int nt, int tid) {
+    const ptrdiff_t F = d->n_ff;
+    ptrdiff_t o0, o1;
+    for (ptrdiff_t layer = 0; layer < d->n_layer; layer++) {
+        const fg_block *blk = &d->blocks[layer];
+        const fg_matrix *after = layer + 1 < d->n_layer ? &d->blocks[layer + 1].qkv : &d->head;
+
+        layer_norm_rows(d, blk->ln1_g, blk->ln1_b, d->x, d->h, nt, tid);
+        prep_rows(d, &blk->qkv, d->h, nt, tid);
+        FG_BARRIER();
+        product(d, &blk->qkv, d->h, d->qkv, nt, tid, &o0, &o1);
+        prefetch_band(&blk->attn_proj, nt, tid);
+        FG_BARRIER();
+        attend_items(d, blk, pos, nt, tid);
+        FG_BARRIER();
+        residual_product(d, &blk->attn_proj, d->attn, &blk->fc, nt, tid);
+
+        layer_norm_rows(d, blk->ln2_g, blk->ln2_b, d->x, d->h, nt, tid);
+        prep_rows(d, &blk->fc, d->h, nt, tid);
+        FG_BARRIER();
+        product(d, &blk->fc, d->h, d->ff, nt, tid, &o0, &o1);
+        for (ptrdiff_t r = 0; r < d->n_rows && o0 < o1; r++)
+            fg_activation_f32(d->ff + r * F + o0, d->ff + r * F + o0, o1 - o0, d->act_kind, d->level);
+        prefetch_band(&blk->proj, nt, tid);
+        FG_BARRIER();
+        residual_product(d, &blk->proj, d->ff, after, nt, tid);
+    }
+    layer_norm_rows(d, d->lnf_g, d->lnf_b, d->x, d->last, nt, tid);
+    prep_rows(d, &d->head, d->last, nt, tid);
+    FG_BARRIER();
+    product(d, &d->head, d->last, d->logits, nt, tid, &o0, &o1);
+}
+
+ptrdiff_t fg_decode_prep_bytes(ptrdiff_t n_rows, ptrdiff_t n_embd, ptrdiff_t n_ff, int qlevel) {
+    ptrdiff_t most = 0;
+    for (int fmt = FG_Q_BF16; fmt <= FG_Q_I8; fmt++) {
+        ptrdiff_t a = fg_qprep_bytes(fmt, n_rows, n_embd, qlevel), b = fg_qprep_bytes(fmt, n_rows, n_ff, qlevel);
+        most = a > most ? a : most;
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
+void fg_decode_step(const fg_decoder *d, ptrdiff_t pos, int n_threads) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+    decode_thread(d, pos, omp_get_num_threads(), omp_get_thread_num());
+#else
+    (void)n_threads;
+    decode_thread(d, pos, 1, 0);
+#endif
+}

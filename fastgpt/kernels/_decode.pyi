@@ -1,0 +1,10 @@
+import numpy as np
+
+class Decoder:
+    n_threads: int
+    n_rows: int
+    n_slots: int
+    logits: np.ndarray
+    def __init__(self, weights: object, config: object, k_cache: np.ndarray, v_cache: np.ndarray,
+                 start: np.ndarray, workspace: object, n_threads: int, max_level: int = 2) -> None: ...
+    def step(self, pos: int) -> np.ndarray: ...

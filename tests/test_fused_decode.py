@@ -1,0 +1,185 @@
+"""The fused decode step (kernels/_decode.pyx, csrc/decode.c): one call per token.
+
+Its contract is to be bitwise the op-by-op path of the same backend (same row kernels on the
+same bands), so most tests run both and compare every bit of the logits and of the KV cache.
+The op-by-op path is itself checked against the NumPy reference and transformers elsewhere.
+"""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+from fastgpt import GPT2Config, Model
+from fastgpt.backend import kernels_available
+from fastgpt.generate import Generator
+from fastgpt.quant import DTYPES
+from fastgpt.weights import random_weights
+
+pytestmark = pytest.mark.skipif(not kernels_available(), reason="needs the compiled kernels")
+
+SMALL = GPT2Config(vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=4)
+
+
+def decode(model, ids, steps, fuse, pad=None, max_len=40):
+    """Prefill ids (B, T), then `steps` greedy steps; returns the logits of every step and the cache."""
+    model.backend.fuse_decode = fuse
+    cache = model.new_cache(batch_size=ids.shape[0], max_len=min(max_len, model.config.n_positions))
+    if pad is not None:
+        cache.set_left_padding(pad)
+    logits = [model.forward(ids, cache=cache, last_only=True).copy()]
+    for _ in range(steps):
+        token = np.argmax(logits[-1], axis=-1).reshape(-1, 1)
+        logits.append(model.forward(token, cache=cache, last_only=True).copy())
+    return np.array(logits), cache
+
+
+def count_fused_steps(model):
+    """Make model's backend count the decode steps it fuses; returns the counter (a list)."""
+    fused, decoder = [], model.backend.decoder
+
+    def counting(*args):
+        found = decoder(*args)
+        fused.extend([1] if found is not None else [])
+        return found
+
+    model.backend.decoder = counting
+    return fused
+
+
+def assert_fused_matches_op_by_op(model, ids, steps=5, pad=None):
+    fused_steps = count_fused_steps(model)
+    fused, cache_f = decode(model, ids, steps, True, pad)
+    assert len(fused_steps) == steps, "the fused step did not run"
+    plain, cache_p = decode(model, ids, steps, False, pad)
+    assert np.array_equal(fused, plain), f"logits differ by up to {np.abs(fused - plain).max()}"
+    assert np.array_equal(cache_f.k, cache_p.k) and np.array_equal(cache_f.v, cache_p.v)
+    assert cache_f.pos == cache_p.pos == ids.shape[1] + steps
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_step_is_bitwise_the_op_by_op_path(dtype, batch, threads):
+    model = Model.random(SMALL, seed=1, backend="cython", num_threads=threads, dtype=dtype)
+    ids = np.random.default_rng(batch).integers(0, SMALL.vocab_size, (batch, 6))
+    pad = [(3 * b) % 5 for b in range(batch)]  # left padding: rows start at different slots
+    assert_fused_matches_op_by_op(model, ids, pad=pad)
+
+
+def test_int8_fuses_up_to_sixteen_rows_and_others_up_to_eight():
+    ids = np.random.default_rng(0).integers(0, SMALL.vocab_size, (16, 3))
+    int8 = Model.random(SMALL, seed=2, backend="cython", num_threads=2, dtype="int8")
+    assert_fused_matches_op_by_op(int8, ids)
+    fp32 = Model.random(SMALL, seed=2, backend="cython", num_threads=2)
+    cache = fp32.new_cache(batch_size=9, max_len=8)
+    fp32.forward(ids[:9], cache=cache, last_only=True)
+    # nine rows: the linears switch to the GEMM, so the step runs op by op
+    assert fp32.backend.decoder(fp32.weights, fp32.config, cache) is None
+    assert fp32.backend.decoder(fp32.weights, fp32.config, fp32.new_cache(batch_size=8)) is not None
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu", "relu", "silu", "quick_gelu"])
+def test_every_activation_and_odd_widths(activation):
+    # n_embd 96 / d_ff 200: bands that end inside a SIMD vector (the activation's masked tail)
+    cfg = GPT2Config(vocab_size=257, n_positions=32, n_embd=96, n_layer=2, n_head=3, n_inner=200,
+                     activation_function=activation)
+    for dtype in ("float32", "float16"):
+        model = Model.random(cfg, seed=4, backend="cython", num_threads=3, dtype=dtype)
+        assert_fused_matches_op_by_op(model, np.arange(10).reshape(2, 5) * 7)
+
+
+def test_no_biases_untied_head_and_no_layers():
+    weights = random_weights(SMALL, seed=5)
+    for blk in weights.blocks:
+        blk.attn_qkv_b = blk.mlp_proj_b = None
+    weights.lm_head = weights.wte.copy() * np.float32(1.5)
+    assert_fused_matches_op_by_op(Model(SMALL, weights, backend="cython", num_threads=2), np.arange(4)[None])
+    empty = GPT2Config(vocab_size=100, n_positions=16, n_embd=32, n_layer=0, n_head=2)
+    assert_fused_matches_op_by_op(Model.random(empty, backend="cython", num_threads=2, dtype="int8"),
+                                  np.arange(3)[None])
+
+
+def test_generator_runs_the_fused_step_and_matches_op_by_op():
+    model = Model.random(SMALL, seed=6, backend="cython", num_threads=2, dtype="bfloat16")
+    prompts = [[5, 6, 7], [9], [1, 2, 3, 4, 5]]
+    fused_steps = count_fused_steps(model)
+    fused = Generator(model).generate_ids(prompts, 12)
+    assert len(fused_steps) >= 11
+    model.backend.fuse_decode = False
+    assert Generator(model).generate_ids(prompts, 12) == fused
+
+
+def test_decoder_follows_a_grown_workspace_and_lets_caches_go():
+    model = Model.random(SMALL, seed=7, backend="cython", num_threads=2)
+    reference = Model.random(SMALL, seed=7, backend="numpy")
+    cache, ref_cache = model.new_cache(max_len=40), reference.new_cache(max_len=40)
+    for chunk in ([1, 2], [3], list(range(4, 20)), [20]):  # the 16-token chunk grows the workspace
+        got = model.forward(chunk, cache=cache, last_only=True).copy()
+        want = reference.forward(chunk, cache=ref_cache, last_only=True)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    alive = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert alive() is None, "the backend keeps a finished cache alive"
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_fallback_simd_levels_agree_with_the_reference(level):
+    from fastgpt.kernels import _decode
+
+    cfg = GPT2Config(vocab_size=200, n_positions=32, n_embd=64, n_layer=2, n_head=4)
+    for dtype in DTYPES:
+        model = Model.random(cfg, seed=8, backend="numpy", dtype=dtype)
+        cache = model.new_cache(batch_size=2, max_len=16)
+        model.forward(np.arange(8).reshape(2, 4), cache=cache, last_only=True)
+        snapshot = (cache.k.copy(), cache.v.copy(), cache.pos)
+        token = np.array([[3], [4]])
+        want = model.forward(token, cache=cache, last_only=True).copy()
+
+        cache.k[...], cache.v[...], cache.pos = snapshot
+        model._embed(token, cache)
+        ws = cache.workspace(2)
+        decoder = _decode.Decoder(model.weights, cfg, cache.k, cache.v, cache.start, ws, 2, max_level=level)
+        got = decoder.step(cache.pos)
+        # float32 x at these levels: the spec is linear_ref, up to summation order
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5, err_msg=dtype)
+
+
+def test_bad_input_raises_before_the_kernel():
+    from fastgpt.kernels import _decode
+
+    model = Model.random(SMALL, seed=9, backend="cython", num_threads=2)
+    cache = model.new_cache(batch_size=2, max_len=8)
+    ws = cache.workspace(2)
+    args = (model.weights, SMALL, cache.k, cache.v, cache.start, ws, 2)
+    decoder = _decode.Decoder(*args)
+    with pytest.raises(ValueError, match="slot 8"):
+        decoder.step(8)
+    with pytest.raises(ValueError, match="slot -1"):
+        decoder.step(-1)
+    cache.start[1] = 99  # corrupted after the decoder was built: checked at every step
+    with pytest.raises(ValueError, match=r"start\[1\]=99"):
+        decoder.step(0)
+    cache.start[1] = 0
+    with pytest.raises(ValueError, match="k_cache"):
+        _decode.Decoder(model.weights, SMALL, cache.k[:, :1], cache.v, cache.start, ws, 2)
+    with pytest.raises(ValueError, match="v_cache"):
+        _decode.Decoder(model.weights, SMALL, cache.k, cache.v.astype(np.float64), cache.start, ws, 2)
+    blk = model.weights.blocks[1]
+    saved = blk.mlp_fc_w
+    blk.mlp_fc_w = saved[:, :-1].copy()
+    with pytest.raises(ValueError, match="blocks.1.mlp_fc_w"):
+        _decode.Decoder(*args)
+    blk.mlp_fc_w = saved
+    saved = blk.ln_2_g
+    blk.ln_2_g = saved[:-1]
+    with pytest.raises(ValueError, match="blocks.1.ln_2_g"):
+        _decode.Decoder(*args)
+    blk.ln_2_g = saved
+    small_ws = model.new_cache(batch_size=1).workspace(1)
+    with pytest.raises(ValueError, match="workspace"):
+        _decode.Decoder(model.weights, SMALL, cache.k, cache.v, cache.start, small_ws, 2)
+    with pytest.raises(ValueError, match="n_threads"):
+        _decode.Decoder(model.weights, SMALL, cache.k, cache.v, cache.start, ws, 0)
