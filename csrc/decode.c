@@ -1,10 +1,15 @@
 /* One decode step of the whole GPT-2 stack in one parallel region.
  *
- * Decoding a token of a 124M model makes ~50 matrix-vector products of 0.1-2 ms each, with
+ * Decoding a token of a 124M model makes ~50 matrix-vector products of 0.02-0.5 ms each, with
  * small ops between them. Run op by op from Python, every product pays a fork/join of the
- * thread team (~1.5 us), the call and argument checks (~1 us), and the weight stream starting
- * cold. Here the team is forked once per token, the phases are separated by barriers, and each
- * thread starts pulling its band of the next matrix into the caches before it waits.
+ * thread team (~1.5 us) and the call and argument checks (~1 us), ~120 calls per token. Here the
+ * team is forked once per token and the phases are separated by barriers. int8 decoding of GPT-2
+ * 124M, 2 threads, interleaved with the op-by-op path: 1.20-1.32x at ~78 GB/s of read bandwidth,
+ * 1.06-1.10x at ~47 GB/s.
+ *
+ * Prefetching each thread's band of the next matrix before a barrier (16 KB into L2), or the
+ * whole next band spread over the attention phase, measured within +-2% of none in 8 A/B runs
+ * at both bandwidth levels: not done.
  *
  * Every phase calls the same row kernels as the op-by-op path (fg_linear_rows_f32,
  * fg_qlinear_rows, fg_attend_one_f32, fg_layer_norm_row_f32, fg_activation_f32) on bands that
@@ -22,20 +27,6 @@
 #define FG_BARRIER() ((void)0)
 #endif
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define FG_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-#else
-#define FG_PREFETCH_L2(p) ((void)(p))
-#endif
-
-/* Bytes at the head of a thread's next band that it prefetches before a barrier: what the
- * kernels' own prefetch distance (8 KB, csrc/quant.c) would otherwise wait for at the start of
- * the stream. */
-#ifndef FG_DECODE_PREFETCH
-#define FG_DECODE_PREFETCH 16384
-#endif
-
 static ptrdiff_t min_pd(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
 /* Thread tid's band of output rows: whole groups of 8 (the kernels' tile), as the op-by-op
@@ -46,19 +37,8 @@ static void band_of(ptrdiff_t n_out, int nt, int tid, ptrdiff_t *o0, ptrdiff_t *
     *o1 = min_pd(*o0 + band, n_out);
 }
 
-static int element_bytes(int fmt) { return fmt == FG_W_F32 ? 4 : fmt == FG_Q_I8 ? 1 : 2; }
-
 static int needs_prep(const fg_matrix *m, int qlevel) {
     return m->fmt != FG_W_F32 && fg_qprep_bytes(m->fmt, 1, m->n_in, qlevel) > 0;
-}
-
-static void prefetch_band(const fg_matrix *m, int nt, int tid) {
-    ptrdiff_t o0, o1;
-    band_of(m->n_out, nt, tid, &o0, &o1);
-    const ptrdiff_t row = m->n_in * element_bytes(m->fmt);
-    const char *p = (const char *)m->w + o0 * row;
-    const ptrdiff_t n = min_pd((o1 - o0) * row, FG_DECODE_PREFETCH);
-    for (ptrdiff_t k = 0; k < n; k += 64) FG_PREFETCH_L2(p + k);
 }
 
 /* x rows [r for r = tid, tid + nt, ...] prepared for m's kernel (int8 / bfloat16 on AVX-512). */
@@ -109,9 +89,8 @@ static void attend_items(const fg_decoder *d, const fg_block *blk, ptrdiff_t pos
     }
 }
 
-/* x += in @ m.T + b (into h first, as the op-by-op path does), then `next` prefetched. */
-static void residual_product(const fg_decoder *d, const fg_matrix *m, const float *in, const fg_matrix *next, int nt,
-                             int tid) {
+/* x += in @ m.T + b (into h first, as the op-by-op path does). */
+static void residual_product(const fg_decoder *d, const fg_matrix *m, const float *in, int nt, int tid) {
     ptrdiff_t o0, o1;
     if (needs_prep(m, d->qlevel)) {
         prep_rows(d, m, in, nt, tid);
@@ -119,7 +98,6 @@ static void residual_product(const fg_decoder *d, const fg_matrix *m, const floa
     }
     product(d, m, in, d->h, nt, tid, &o0, &o1);
     add_band(d, d->x, d->h, o0, o1);
-    prefetch_band(next, nt, tid);
     FG_BARRIER();
 }
 
@@ -128,17 +106,15 @@ static void decode_thread(const fg_decoder *d, ptrdiff_t pos, int nt, int tid) {
     ptrdiff_t o0, o1;
     for (ptrdiff_t layer = 0; layer < d->n_layer; layer++) {
         const fg_block *blk = &d->blocks[layer];
-        const fg_matrix *after = layer + 1 < d->n_layer ? &d->blocks[layer + 1].qkv : &d->head;
 
         layer_norm_rows(d, blk->ln1_g, blk->ln1_b, d->x, d->h, nt, tid);
         prep_rows(d, &blk->qkv, d->h, nt, tid);
         FG_BARRIER();
         product(d, &blk->qkv, d->h, d->qkv, nt, tid, &o0, &o1);
-        prefetch_band(&blk->attn_proj, nt, tid);
         FG_BARRIER();
         attend_items(d, blk, pos, nt, tid);
         FG_BARRIER();
-        residual_product(d, &blk->attn_proj, d->attn, &blk->fc, nt, tid);
+        residual_product(d, &blk->attn_proj, d->attn, nt, tid);
 
         layer_norm_rows(d, blk->ln2_g, blk->ln2_b, d->x, d->h, nt, tid);
         prep_rows(d, &blk->fc, d->h, nt, tid);
@@ -146,9 +122,8 @@ static void decode_thread(const fg_decoder *d, ptrdiff_t pos, int nt, int tid) {
         product(d, &blk->fc, d->h, d->ff, nt, tid, &o0, &o1);
         for (ptrdiff_t r = 0; r < d->n_rows && o0 < o1; r++)
             fg_activation_f32(d->ff + r * F + o0, d->ff + r * F + o0, o1 - o0, d->act_kind, d->level);
-        prefetch_band(&blk->proj, nt, tid);
         FG_BARRIER();
-        residual_product(d, &blk->proj, d->ff, after, nt, tid);
+        residual_product(d, &blk->proj, d->ff, nt, tid);
     }
     layer_norm_rows(d, d->lnf_g, d->lnf_b, d->x, d->last, nt, tid);
     prep_rows(d, &d->head, d->last, nt, tid);

@@ -2,7 +2,9 @@
 
 The model owns the weights, the config and the backend (chosen once). ``forward`` appends
 the new tokens to a cache and returns logits; with ``last_only=True`` only the last
-position's logits are computed, which is what generation needs.
+position's logits are computed, which is what generation needs. A decode step of that kind
+(one new token per row) runs as one call when the backend offers a fused decoder (the compiled
+one does: kernels/_decode.pyx); otherwise, and for prompts, the blocks run op by op.
 """
 
 from __future__ import annotations
