@@ -43,9 +43,15 @@ def test_prefill(benchmark, gpt2_model, prompt_tokens):
     _record_rate(benchmark, prompt_tokens)
 
 
-def test_decode(benchmark, gpt2_model):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "op-by-op"])
+def test_decode(benchmark, gpt2_model, fused):
     benchmark.group = f"decode {DECODE_TOKENS} tokens after a {DECODE_PROMPT}-token prompt"
     model, ids = gpt2_model, _prompt(DECODE_PROMPT)
+    if not hasattr(model.backend, "fuse_decode"):
+        if not fused:
+            pytest.skip("this backend always decodes op by op")
+    else:
+        model.backend.fuse_decode = fused  # one call per step (kernels/_decode.pyx), or op by op
 
     def setup():
         cache = model.new_cache(batch_size=1, max_len=DECODE_PROMPT + DECODE_TOKENS)

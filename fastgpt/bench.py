@@ -30,6 +30,10 @@ Method, so that the numbers can be trusted (STYLE habit 14):
   extension, with the benchmark's thread count, interleaved with the model runs so that it
   sees the same machine load.
 - No I/O happens inside a timed region: the status line is redrawn between runs only.
+- Each run starts after a pause of ``SETTLE_SECONDS``, untimed: OpenBLAS's worker threads keep
+  spinning for a while after the numpy engine's (or transformers') last product and take a
+  core from the next engine. Measured on int8 decode (2 threads, right after 0.5 s of BLAS
+  work): ~370 tokens/s with no pause, 522 after 50 ms, 573 after 0.2 s, 562 after 1 s.
 
 Non-goals: sampling options, batches, and statistics beyond median and range. For before/after
 comparisons of a code change use the pytest-benchmark suites in ``bench/``.
@@ -60,6 +64,8 @@ from .weights import GPT2Weights
 BANDWIDTH_BUFFER_BYTES = 1 << 30
 #: At least this many timed bandwidth passes in total (spread over the repeat rounds).
 BANDWIDTH_PASSES = 7
+# Untimed pause before each run (see the method above): BLAS threads of the previous engine go idle.
+SETTLE_SECONDS = 0.3
 #: Seed of the random weights (--random) and of the random prompt ids.
 SEED = 0
 
@@ -475,6 +481,7 @@ def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads
         for r in range(repeat):
             for engine in engines:
                 status.show(f"round {r + 1}/{repeat}: {engine.label}")
+                time.sleep(SETTLE_SECONDS)
                 runs[engine.name].append(engine.run(prompt, new_tokens))
             status.show(f"round {r + 1}/{repeat}: memory bandwidth")
             probe.measure(per_round)

@@ -24,8 +24,10 @@ WIDE = GPT2Config(vocab_size=1024, n_positions=32, n_embd=128, n_layer=2, n_head
 
 @pytest.fixture(autouse=True)
 def small_bandwidth_buffer(monkeypatch):
-    # 4 MiB sits in cache, so the figure is meaningless, but the code path is the same and fast.
+    # 4 MiB sits in cache, so the figure is meaningless, but the code path is the same and fast;
+    # and no settling pauses between runs, which only matter for the figures.
     monkeypatch.setattr(bench, "BANDWIDTH_BUFFER_BYTES", 4 << 20)
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
 
 
 def run_cli(*argv):

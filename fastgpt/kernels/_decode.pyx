@@ -5,7 +5,8 @@ and the LM head in one parallel region, the phases separated by barriers.
 A Decoder is built once per (weights, cache, workspace, thread count): it checks every array's
 dtype, shape and contiguity here and keeps the pointers, so that a step checks only the slot it
 writes and the cache's left padding before it releases the GIL. It holds references to the
-arrays, never to the cache or the model.
+arrays, never to the cache or the model, and uses the arrays the weights held when it was built
+(the backend builds a new one for another weights object, cache, workspace or thread count).
 """
 import numpy as np
 
