@@ -130,6 +130,7 @@ cdef class Decoder:
         self.n_rows, self.n_slots, self.n_threads = B, S, n_threads
         self.keep += [k_cache, v_cache]
 
+        free(self.blocks)               # __init__ called again on the same object
         self.blocks = <fg_block *>calloc(max(L, 1), sizeof(fg_block))
         if self.blocks == NULL:
             raise MemoryError("could not allocate the decoder's block table")
