@@ -48,12 +48,6 @@ static void prep_rows(const fg_decoder *d, const fg_matrix *m, const float *x, i
         fg_qprep_x_rows(m->fmt, x, m->n_in, d->n_rows, m->n_in, r, r + 1, d->prep, d->qlevel);
 }
 
-static void layer_norm_rows(const fg_decoder *d, const float *g, const float *b, const float *x, float *out, int nt,
-                            int tid) {
-    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
-        fg_layer_norm_row_f32(x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
-}
-
 /* y = x @ m.T + b over this thread's band [o0, o1). */
 static void product(const fg_decoder *d, const fg_matrix *m, const float *x, float *y, int nt, int tid,
                     ptrdiff_t *o0, ptrdiff_t *o1) {
@@ -101,33 +95,36 @@ static void residual_product(const fg_decoder *d, const fg_matrix *m, const floa
     FG_BARRIER();
 }
 
+/* m's input: out = layer_norm(x) * g + b, split by rows, prepared for m's kernel; then the team waits. */
+static void normed_input(const fg_decoder *d, const float *g, const float *b, const fg_matrix *m, float *out, int nt,
+                         int tid) {
+    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
+        fg_layer_norm_row_f32(d->x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
+    prep_rows(d, m, out, nt, tid);
+    FG_BARRIER();
+}
+
 static void decode_thread(const fg_decoder *d, ptrdiff_t pos, int nt, int tid) {
     const ptrdiff_t F = d->n_ff;
     ptrdiff_t o0, o1;
     for (ptrdiff_t layer = 0; layer < d->n_layer; layer++) {
         const fg_block *blk = &d->blocks[layer];
 
-        layer_norm_rows(d, blk->ln1_g, blk->ln1_b, d->x, d->h, nt, tid);
-        prep_rows(d, &blk->qkv, d->h, nt, tid);
-        FG_BARRIER();
+        normed_input(d, blk->ln1_g, blk->ln1_b, &blk->qkv, d->h, nt, tid);
         product(d, &blk->qkv, d->h, d->qkv, nt, tid, &o0, &o1);
         FG_BARRIER();
         attend_items(d, blk, pos, nt, tid);
         FG_BARRIER();
         residual_product(d, &blk->attn_proj, d->attn, nt, tid);
 
-        layer_norm_rows(d, blk->ln2_g, blk->ln2_b, d->x, d->h, nt, tid);
-        prep_rows(d, &blk->fc, d->h, nt, tid);
-        FG_BARRIER();
+        normed_input(d, blk->ln2_g, blk->ln2_b, &blk->fc, d->h, nt, tid);
         product(d, &blk->fc, d->h, d->ff, nt, tid, &o0, &o1);
         for (ptrdiff_t r = 0; r < d->n_rows && o0 < o1; r++)
             fg_activation_f32(d->ff + r * F + o0, d->ff + r * F + o0, o1 - o0, d->act_kind, d->level);
         FG_BARRIER();
         residual_product(d, &blk->proj, d->ff, nt, tid);
     }
-    layer_norm_rows(d, d->lnf_g, d->lnf_b, d->x, d->last, nt, tid);
-    prep_rows(d, &d->head, d->last, nt, tid);
-    FG_BARRIER();
+    normed_input(d, d->lnf_g, d->lnf_b, &d->head, d->last, nt, tid);
     product(d, &d->head, d->last, d->logits, nt, tid, &o0, &o1);
 }
 

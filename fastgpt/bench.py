@@ -64,7 +64,7 @@ from .weights import GPT2Weights
 BANDWIDTH_BUFFER_BYTES = 1 << 30
 #: At least this many timed bandwidth passes in total (spread over the repeat rounds).
 BANDWIDTH_PASSES = 7
-# Untimed pause before each run (see the method above): BLAS threads of the previous engine go idle.
+#: Untimed pause before each run (see the method above): BLAS threads of the previous engine go idle.
 SETTLE_SECONDS = 0.3
 #: Seed of the random weights (--random) and of the random prompt ids.
 SEED = 0
