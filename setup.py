@@ -25,11 +25,12 @@ CSRC = "csrc"
 # extension name -> the C files it links (each extension compiles only what it uses)
 MODULES = {
     "_elementwise": ["elementwise.c", "simd_dot.c"],
-    "_linear": ["simd_dot.c", "gemm.c"],
+    "_linear": ["simd_dot.c", "gemm.c", "skinny.c", "quant.c", "amx.c", "hgemm.c"],
     "_attention": ["attention.c", "simd_dot.c"],
     "_system": ["simd_dot.c"],
-    "_quant": ["quant.c", "qgemm.c", "hgemm.c", "hdot.c", "gemm.c", "simd_dot.c"],
-    "_decode": ["decode.c", "quant.c", "attention.c", "elementwise.c", "simd_dot.c"],
+    "_quant": ["quant.c", "qgemm.c", "hgemm.c", "skinny.c", "amx.c", "gemm.c", "simd_dot.c"],
+    "_decode": ["decode.c", "quant.c", "skinny.c", "amx.c", "hgemm.c", "gemm.c", "attention.c", "elementwise.c",
+                "simd_dot.c"],
 }
 
 

@@ -12,8 +12,9 @@
  * at both bandwidth levels: not done.
  *
  * Every phase calls the same row kernels as the op-by-op path (fg_linear_rows_f32,
- * fg_qlinear_rows, fg_attend_one_f32, fg_layer_norm_row_f32, fg_activation_f32) on bands that
- * start at multiples of 8 rows, so the result is bitwise that path's: the tests hold it to that.
+ * fg_qlinear_rows, fg_attend_one_f32, fg_layer_norm_row_f32, fg_activation_f32), whose results
+ * do not depend on the band or the number of rows, so the result is bitwise that path's: the
+ * tests hold it to that.
  */
 #include <math.h>
 #include <string.h>
@@ -29,10 +30,10 @@
 
 static ptrdiff_t min_pd(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
-/* Thread tid's band of output rows: whole groups of 8 (the kernels' tile), as the op-by-op
- * wrappers split them. */
+/* Thread tid's band of output rows: whole groups of 16 (the largest of the skinny kernels' groups,
+ * AMX's), as the op-by-op wrappers split them. */
 static void band_of(ptrdiff_t n_out, int nt, int tid, ptrdiff_t *o0, ptrdiff_t *o1) {
-    ptrdiff_t band = ((n_out + nt - 1) / nt + 7) / 8 * 8;
+    ptrdiff_t band = ((n_out + nt - 1) / nt + 15) / 16 * 16;
     *o0 = min_pd((ptrdiff_t)tid * band, n_out);
     *o1 = min_pd(*o0 + band, n_out);
 }
@@ -41,11 +42,13 @@ static int needs_prep(const fg_matrix *m, int qlevel) {
     return m->fmt != FG_W_F32 && fg_qprep_bytes(m->fmt, 1, m->n_in, qlevel) > 0;
 }
 
-/* x rows [r for r = tid, tid + nt, ...] prepared for m's kernel (int8 / bfloat16 on AVX-512). */
+/* x's units of FG_PREP_ROWS rows [u for u = tid, tid + nt, ...] prepared for m's kernel (int8 and
+ * bfloat16 on AMX, int8 on AVX512-VNNI). */
 static void prep_rows(const fg_decoder *d, const fg_matrix *m, const float *x, int nt, int tid) {
     if (!needs_prep(m, d->qlevel)) return;
-    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
-        fg_qprep_x_rows(m->fmt, x, m->n_in, d->n_rows, m->n_in, r, r + 1, d->prep, d->qlevel);
+    for (ptrdiff_t r = tid * FG_PREP_ROWS; r < d->n_rows; r += nt * FG_PREP_ROWS)
+        fg_qprep_x_rows(m->fmt, x, m->n_in, d->n_rows, m->n_in, r, min_pd(r + FG_PREP_ROWS, d->n_rows), d->prep,
+                        d->qlevel);
 }
 
 /* y = x @ m.T + b over this thread's band [o0, o1). */
@@ -95,11 +98,13 @@ static void residual_product(const fg_decoder *d, const fg_matrix *m, const floa
     FG_BARRIER();
 }
 
-/* m's input: out = layer_norm(x) * g + b, split by rows, prepared for m's kernel; then the team waits. */
+/* m's input: out = layer_norm(x) * g + b, split by units of FG_PREP_ROWS rows, each unit prepared
+ * for m's kernel by the thread that normed it; then the team waits. */
 static void normed_input(const fg_decoder *d, const float *g, const float *b, const fg_matrix *m, float *out, int nt,
                          int tid) {
-    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
-        fg_layer_norm_row_f32(d->x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
+    for (ptrdiff_t r0 = tid * FG_PREP_ROWS; r0 < d->n_rows; r0 += nt * FG_PREP_ROWS)
+        for (ptrdiff_t r = r0; r < min_pd(r0 + FG_PREP_ROWS, d->n_rows); r++)
+            fg_layer_norm_row_f32(d->x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
     prep_rows(d, m, out, nt, tid);
     FG_BARRIER();
 }

@@ -11,8 +11,12 @@
 #define FASTGPT_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-enum { FG_SCALAR = 0, FG_AVX2 = 1, FG_AVX512 = 2 };
+/* SIMD levels. FG_AMX (AVX-512 plus AMX tiles) is a level of the quantized kernels only
+ * (fg_quant_level); every path for FG_AVX512 runs there too unless AMX replaces it. */
+enum { FG_SCALAR = 0, FG_AVX2 = 1, FG_AVX512 = 2, FG_AMX = 3 };
+enum { FG_W_F32 = 3 }; /* a weight format beside the FG_Q_* ones below: float32 */
 
 /* What this CPU supports (capped by FASTGPT_SIMD_MAX_LEVEL when set at build time). */
 int fg_simd_level(void);
@@ -21,8 +25,14 @@ int fg_simd_level(void);
 float fg_dot_f32(const float *a__i, const float *b__i, ptrdiff_t n_i, int level);
 float fg_dot_f32_ref(const float *a__i, const float *b__i, ptrdiff_t n_i);
 
-/* y[r, o] = b[o] + dot(w[o, :], x[r, :]) for o in [o_begin, o_end), r < n_rows.
- * w is row-major [out, in]; x rows are `x_stride` apart, y rows `y_stride` apart. */
+/* The skinny products (csrc/skinny.c): y[r, o] = b[o] + dot(w[o, :], x[r, :]) for o in
+ * [o_begin, o_end), r < n_rows, w row-major [out, in] read once per call; x rows are `x_stride`
+ * apart, y rows `y_stride` apart. Each y[r, o] is summed in an order that depends on n_in and the
+ * level only: row r is bitwise the same whatever n_rows, the other rows or the o range.
+ * fg_skinny_w16: w bfloat16 or float16 (fmt FG_Q_BF16 / FG_Q_F16), widened exactly. */
+void fg_skinny_w16(const uint16_t *w__oi, int fmt, const float *b__o, const float *x__ni, ptrdiff_t x_stride,
+                   float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
+                   ptrdiff_t o_end, int level);
 void fg_linear_rows_f32(const float *w__oi, const float *b__o, const float *x__ni, ptrdiff_t x_stride,
                         float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                         ptrdiff_t o_begin, ptrdiff_t o_end, int level);
@@ -67,27 +77,31 @@ double fg_read_sum_f32(const float *x, ptrdiff_t n, int level);
  * fmt FG_Q_BF16 / FG_Q_F16: w__oi is uint16 [out, in] (bfloat16 / IEEE half bits), s__ob NULL.
  * fmt FG_Q_I8: w__oi is int8 [out, in], s__ob uint16 [out, in / 32] (float16 scale bits), and
  * n_in % FG_Q8_BLOCK == 0. A weight's value is float32(w), or float32(q) * float32(scale). */
-#include <stdint.h>
 enum { FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2 };
 #define FG_Q8_BLOCK 32
 
-/* fg_simd_level(), lowered to AVX2 without AVX512BW/VL and to scalar without F16C. */
-/* Whether int8 products round x to int8 per block of 32 (AVX512-VNNI: quant.linear_ref_q8). */
+/* Whether int8 products round x to int8 per block of 32 (AVX512-VNNI or AMX:
+ * quant.linear_ref_int8_activations). */
 int fg_q8_activations(int level);
+/* fg_simd_level(), lowered to AVX2 without AVX512BW/VL and to scalar without F16C, raised to FG_AMX
+ * when fg_amx_available(). */
 int fg_quant_level(void);
 
-/* The fused dequantize-and-dot of decoding reads x prepared once per product (csrc/quant.c):
- * fg_qprep_bytes() bytes of 64-byte aligned scratch (0: none needed), filled by fg_qprep_x(). */
+/* The skinny products of quantized w read x prepared once per product (csrc/quant.c):
+ * fg_qprep_bytes() bytes of 64-byte aligned scratch (0: none needed), filled by fg_qprep_x_rows
+ * rows [r_begin, r_end) at a time (the layout is that of all n_rows rows), so that threads can
+ * prepare disjoint rows of one x: in whole units of FG_PREP_ROWS rows (r_begin a multiple of it,
+ * r_end too or n_rows). */
 ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level);
-void fg_qprep_x(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep,
-                int level);
-/* Rows [r_begin, r_end) of that prepared x (the layout is fg_qprep_x's for n_rows rows), so that
- * threads can prepare disjoint rows of one x. */
+#define FG_PREP_ROWS 16
 void fg_qprep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                      ptrdiff_t r_begin, ptrdiff_t r_end, void *prep, int level);
 
-/* y[r, o] = b[o] + sum_i W[o, i] * x[r, i] for o in [o_begin, o_end), r < n_rows (decode: few
- * rows). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x with the same x. */
+/* y[r, o] = b[o] + sum_i W[o, i] * x[r, i] for o in [o_begin, o_end), r < n_rows (decode, short
+ * prompts). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x_rows with the same x. As
+ * the skinny products above: each y[r, o] depends on n_in and the level, not on n_rows or the o range.
+ * Level FG_AMX: int8 and bfloat16 on AMX (csrc/amx.c); FG_AVX512: int8 by VNNI (below), 16-bit w by
+ * fg_skinny_w16. */
 void fg_qlinear_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const float *x__ni,
                      ptrdiff_t x_stride, const void *prep, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows,
                      ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
@@ -140,21 +154,33 @@ int fg_bgemm_available(void);
 ptrdiff_t fg_bgemm_x_bytes(ptrdiff_t n_rows, ptrdiff_t n_in);
 void fg_bgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
                      ptrdiff_t p_end, void *xb__pjc);
+/* The packing of fg_bgemm_pack_x with panels of n_pairs >= ceil(n_in / 2) pairs (zero past n_in). */
+void fg_bf16_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
+                    ptrdiff_t p_end, ptrdiff_t n_pairs, void *xb__pjc);
 void fg_bgemm(const void *xb__pjc, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, const float *b__o,
               float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end);
 void fg_gemm_w16_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, int fmt,
                      const float *b__o, float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end,
                      float *wide__oi, int level);
 
-/* float16 w [out, in], 9..~24 rows of float32 x (csrc/hdot.c): y[n, o] = b[o] + sum_i w[o, i] * x[n, i]
- * for n < n_rows, o in [o_begin, o_end), by dot-product register blocks; each output's summation
- * order depends only on n_in (any band split or n_rows gives the same bits). */
-void fg_hdot_f16(const uint16_t *w__oi, const float *b__o, const float *x__ni, ptrdiff_t x_stride, float *y__no,
-                 ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+/* ---- int8 and bfloat16 products on AMX tiles (csrc/amx.c) ----------------------------------------
+ * fg_amx_available(): the CPU has AMX-INT8/BF16 (and AVX512-VNNI/BW/VL/BF16) and the OS granted the
+ * tile state. x is prepared once per product, rows [r_begin, r_end) at a time (whole units of
+ * FG_PREP_ROWS; threads take disjoint units), into fg_amx_prep_bytes() bytes, 64-byte aligned;
+ * then fg_amx_rows computes y[r, o] for
+ * r < n_rows, o in [o_begin, o_end). int8: bitwise fg_qgemm_ref (x rounded to int8 blocks);
+ * bfloat16: x rounded to bfloat16 (quant.linear_ref_bf16_activations up to summation order). Each
+ * output depends on its rows of w and x only (not on n_rows or the o range). */
+int fg_amx_available(void);
+ptrdiff_t fg_amx_prep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in);
+void fg_amx_prep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
+                        ptrdiff_t r_begin, ptrdiff_t r_end, void *prep);
+void fg_amx_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const void *prep,
+                 float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
+                 ptrdiff_t o_end);
 
 /* ---- One decode step of a GPT-2 stack in one parallel region (csrc/decode.c) --------------------
  * Every extent below is checked by the caller (fastgpt/kernels/_decode.pyx) before the call. */
-enum { FG_W_F32 = 3 }; /* fg_matrix.fmt beside FG_Q_*: float32 weights */
 typedef struct {
     const void *w;       /* [n_out, n_in] row-major: float32, or fmt's 16/8-bit data */
     const uint16_t *s;   /* int8's scales [n_out, n_in / 32], else NULL */

@@ -15,12 +15,12 @@ from .backend import NumpyBackend
 from .kernels import _attention, _decode, _elementwise, _linear
 from .kernels import _quant
 from .quant import QuantizedWeight
-from .weights import QUANTIZABLE
 
-# Up to this many rows of x the streaming matvec beats the packed GEMM: with few rows the
-# product is bound by reading w, and the matvec reads each weight tile once for all rows with
-# no packing. Above it, _linear.gemm (AVX-512 or AVX2); BLAS only on CPUs with neither.
-MATVEC_MAX_ROWS = 8
+# Up to this many rows of x (a decode step of the serving engine's largest batch, a short prompt)
+# every product runs a skinny kernel, whose results for a row do not depend on the other rows:
+# a request decoded in a batch gets exactly the tokens it gets alone. Above it, _linear.gemm
+# (AVX-512 or AVX2; BLAS only on CPUs with neither) and the quantized GEMMs.
+SKINNY_MAX_ROWS = _quant.SKINNY_MAX_ROWS
 
 
 class CythonBackend(NumpyBackend):
@@ -46,14 +46,14 @@ class CythonBackend(NumpyBackend):
     def linear(self, x, w, b, out):
         # x: (N, in); w: (out, in) row-major; b: (out,) or None; out: (N, out).
         if isinstance(w, QuantizedWeight):  # 16/8-bit weights: fused kernels (kernels/_quant.pyx)
-            if x.shape[0] <= _quant.DECODE_MAX_ROWS:
+            if x.shape[0] <= _quant.skinny_max_rows(w.format):
                 need = _quant.scratch_bytes(w.format, x.shape[0], x.shape[1])
                 if self._quant_scratch.shape[0] < need:
                     self._quant_scratch = np.empty(need, np.uint8)
             return _quant.linear(x, w, b, out, self.threads.num_threads, scratch=self._quant_scratch)
         if w.dtype != np.float32:
             return super().linear(x, w, b, out)
-        if x.shape[0] <= MATVEC_MAX_ROWS:
+        if x.shape[0] <= SKINNY_MAX_ROWS:
             return _linear.linear(x, w, b, out, self.threads.num_threads)
         if _linear.gemm_available():
             return _linear.gemm(x, w, b, out, self.threads.num_threads)
@@ -75,20 +75,10 @@ class CythonBackend(NumpyBackend):
         ws = cache.workspace(cache.batch_size)
         entry = self._decoders.get(cache)
         if entry is None or entry[0] is not weights or entry[1] is not ws or entry[2].n_threads != self.threads.num_threads:
-            # The fused step runs the row kernels that linear picks for few rows; with more rows
-            # linear switches to the GEMMs, and op by op is what matches that.
-            if cache.batch_size > _fused_max_rows(weights):
+            # The fused step runs the skinny kernels that linear picks for up to SKINNY_MAX_ROWS rows;
+            # with more rows linear switches to the GEMMs, and op by op is what matches that.
+            if cache.batch_size > SKINNY_MAX_ROWS:
                 return None
             decoder = _decode.Decoder(weights, config, cache.k, cache.v, cache.start, ws, self.threads.num_threads)
             entry = self._decoders[cache] = (weights, ws, decoder)
         return entry[2]
-
-
-_MATRICES = tuple(name for name in QUANTIZABLE if name not in ("wte", "lm_head"))
-
-
-def _fused_max_rows(weights) -> int:
-    """Rows up to which linear runs a row kernel (matvec) for every matrix the step multiplies."""
-    matrices = [weights.lm_head] + [getattr(blk, name) for blk in weights.blocks for name in _MATRICES]
-    return min(_quant.fused_max_rows(w.format) if isinstance(w, QuantizedWeight) else MATVEC_MAX_ROWS
-               for w in matrices)

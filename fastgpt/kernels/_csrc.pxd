@@ -1,7 +1,7 @@
 # Declarations of the C inner loops in csrc/ (see csrc/fastgpt_kernels.h for their contracts).
 cdef extern from "fastgpt_kernels.h" nogil:
     int FG_ACT_GELU_TANH, FG_ACT_GELU_ERF, FG_ACT_RELU, FG_ACT_SILU, FG_ACT_QUICK_GELU
-    int FG_SCALAR, FG_AVX2, FG_AVX512
+    int FG_SCALAR, FG_AVX2, FG_AVX512, FG_AMX
     int fg_simd_level()
     float fg_dot_f32(const float *a, const float *b, Py_ssize_t n, int level)
     void fg_linear_rows_f32(const float *w, const float *b, const float *x, Py_ssize_t x_stride,
@@ -29,8 +29,7 @@ cdef extern from "fastgpt_kernels.h" nogil:
     int fg_quant_level()
     int fg_q8_activations(int level)
     Py_ssize_t fg_qprep_bytes(int fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int level)
-    void fg_qprep_x(int fmt, const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in, void *prep,
-                    int level)
+    int FG_PREP_ROWS
     void fg_qprep_x_rows(int fmt, const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
                          Py_ssize_t r_begin, Py_ssize_t r_end, void *prep, int level)
     void fg_qlinear_rows(const void *w, const unsigned short *s, int fmt, const float *b, const float *x,
@@ -69,9 +68,13 @@ cdef extern from "fastgpt_kernels.h" nogil:
     void fg_gemm_w16_f32(const float *xp, Py_ssize_t n_rows, Py_ssize_t n_in, const unsigned short *w, int fmt,
                          const float *b, float *y, Py_ssize_t y_stride, Py_ssize_t o_begin, Py_ssize_t o_end,
                          float *wide, int level)
-    void fg_hdot_f16(const unsigned short *w, const float *b, const float *x, Py_ssize_t x_stride, float *y,
-                     Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end,
-                     int level)
+
+# Skinny products of 16-bit weights (csrc/skinny.c) and AMX (csrc/amx.c).
+cdef extern from "fastgpt_kernels.h" nogil:
+    void fg_skinny_w16(const unsigned short *w, int fmt, const float *b, const float *x, Py_ssize_t x_stride,
+                       float *y, Py_ssize_t y_stride, Py_ssize_t n_rows, Py_ssize_t n_in, Py_ssize_t o_begin,
+                       Py_ssize_t o_end, int level)
+    int fg_amx_available()
 
 # One decode step of a GPT-2 stack in one parallel region (csrc/decode.c).
 from libc.stdint cimport int64_t

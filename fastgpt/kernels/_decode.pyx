@@ -83,7 +83,7 @@ cdef class Decoder:
     weights: fastgpt.weights.GPT2Weights (matrices float32 or QuantizedWeight); k_cache, v_cache:
     (n_layer, B, n_head, S, head_dim) float32; start: (B,) int64, the cache's left padding (read
     at every step); workspace: a fastgpt.kv_cache.Workspace of at least B rows. max_level caps
-    the SIMD level (0 scalar, 1 AVX2, 2 AVX-512), for testing the fallbacks.
+    the SIMD level (0 scalar, 1 AVX2, 2 AVX-512, 3 AMX), for testing the fallbacks.
     """
     cdef fg_decoder dec
     cdef fg_block *blocks
@@ -99,7 +99,7 @@ cdef class Decoder:
     def __dealloc__(self):
         free(self.blocks)
 
-    def __init__(self, weights, config, k_cache, v_cache, start, workspace, int n_threads, int max_level=2):
+    def __init__(self, weights, config, k_cache, v_cache, start, workspace, int n_threads, int max_level=3):
         cdef Py_ssize_t L = config.n_layer, C = config.n_embd, H = config.n_head, F = config.d_ff
         cdef Py_ssize_t V = config.vocab_size, D, B, S, layer, prep_bytes
         cdef float[:, :, :, :, ::1] kc, vc
