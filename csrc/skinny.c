@@ -22,7 +22,7 @@
  * again per chunk of 8.
  * - x is copied per block of rows and slice of SK_KC inputs into xp[j][q][16] on the stack: rows of
  *   x 3 or 12 KB apart (I = 768, 3072) collide in L1 (same offsets mod 4 KB); an L1 micro-benchmark
- *   ran at 184 GFLOP/s with rows 4 KB apart and 274 with rows packed (csrc/hdot.c, which this file
+ *   ran at 184 GFLOP/s with rows 4 KB apart and 274 with rows packed (in csrc/hdot.c, which this file
  *   generalises). The copy is one load and store per 16 inputs, once per chunk of w.
  * - Loop order: chunks of ~SK_CHUNK_BYTES of w (at most SK_BMAX rows; they stay in L2), then groups
  *   of up to 6 rows of x (split evenly: 9 = 5 + 4, 16 = 5 + 5 + 6), then slices of SK_KC inputs,
