@@ -12,12 +12,11 @@
  * at both bandwidth levels: not done.
  *
  * Every phase calls the same row kernels as the op-by-op path (fg_linear_rows_f32,
- * fg_qlinear_rows, fg_attend_one_f32, fg_layer_norm_row_f32, fg_activation_f32), whose results
+ * fg_qlinear_rows, fg_attend_one, fg_layer_norm_row_f32, fg_activation_f32), whose results
  * do not depend on the band or the number of rows, so the result is bitwise that path's: the
  * tests hold it to that.
  */
 #include <math.h>
-#include <string.h>
 
 #include "fastgpt_kernels.h"
 
@@ -69,20 +68,38 @@ static void add_band(const fg_decoder *d, float *x, const float *y, ptrdiff_t o0
         for (ptrdiff_t o = o0; o < o1; o++) x[r * d->n_embd + o] = x[r * d->n_embd + o] + y[r * d->n_embd + o];
 }
 
-/* Each (row, head) appends its key and value at its row's slot and attends over its visible slots. */
+/* &kv[at] for a cache of kv_fmt elements */
+static const void *kv_row(const void *kv, ptrdiff_t at, int kv_fmt) {
+    return (const char *)kv + at * (kv_fmt == FG_W_F32 ? 4 : 2);
+}
+
+/* Keys that row b's new token attends over: its visible slots. */
+static ptrdiff_t row_keys(const fg_decoder *d, ptrdiff_t b) {
+    const ptrdiff_t r = d->rows[b], pos = d->slots[b];
+    return pos + 1 - (d->start[r] <= pos ? d->start[r] : pos);
+}
+
+/* Each (row, head) appends its key and value at its row's slot and attends over its visible slots.
+ * Rows of a server's batch sit at different lengths, so the threads split the (row, head) items by
+ * keys read, not by count: thread tid takes the items that start in its share of the total. */
 static void attend_items(const fg_decoder *d, const fg_block *blk, int nt, int tid) {
     const ptrdiff_t C = d->n_embd, H = d->n_head, D = d->head_dim, S = d->n_slots;
-    const ptrdiff_t n_items = d->n_rows * H, chunk = (n_items + nt - 1) / nt;
     const float scale = (float)(1.0 / sqrt((double)D));
     float *scores = d->scores + tid * d->scores_stride;
-    for (ptrdiff_t item = tid * chunk; item < min_pd(n_items, (tid + 1) * chunk); item++) {
-        const ptrdiff_t b = item / H, hh = item % H, r = d->rows[b], pos = d->slots[b];
-        const float *q = d->qkv + b * 3 * C + hh * D;
-        float *k = blk->k + (r * H + hh) * S * D, *v = blk->v + (r * H + hh) * S * D;
-        memcpy(k + pos * D, q + C, (size_t)D * sizeof(float));
-        memcpy(v + pos * D, q + 2 * C, (size_t)D * sizeof(float));
-        const ptrdiff_t first = d->start[r] <= pos ? d->start[r] : pos;
-        fg_attend_one_f32(q, k, v, D, first, pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
+    ptrdiff_t total = 0, done = 0;
+    for (ptrdiff_t b = 0; b < d->n_rows; b++) total += H * row_keys(d, b);
+    const ptrdiff_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
+    for (ptrdiff_t b = 0; b < d->n_rows; b++) {
+        const ptrdiff_t keys = row_keys(d, b), r = d->rows[b], pos = d->slots[b];
+        for (ptrdiff_t hh = 0; hh < H; hh++, done += keys) {
+            if (done < lo || done >= hi) continue;
+            const float *q = d->qkv + b * 3 * C + hh * D;
+            const ptrdiff_t at = (r * H + hh) * S * D;
+            fg_kv_store(q + C, blk->k, at + pos * D, d->kv_fmt, D, d->level);
+            fg_kv_store(q + 2 * C, blk->v, at + pos * D, d->kv_fmt, D, d->level);
+            fg_attend_one(q, kv_row(blk->k, at, d->kv_fmt), kv_row(blk->v, at, d->kv_fmt), d->kv_fmt, D, pos + 1 - keys,
+                          pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
+        }
     }
 }
 

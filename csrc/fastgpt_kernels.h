@@ -16,7 +16,9 @@
 /* SIMD levels. FG_AMX (AVX-512 plus AMX tiles) is a level of the quantized kernels only
  * (fg_quant_level); every path for FG_AVX512 runs there too unless AMX replaces it. */
 enum { FG_SCALAR = 0, FG_AVX2 = 1, FG_AVX512 = 2, FG_AMX = 3 };
-enum { FG_W_F32 = 3 }; /* a weight format beside the FG_Q_* ones below: float32 */
+/* Formats of weights (and of the KV cache): 16-bit IEEE half / bfloat16 bits, int8 blocks (see the
+ * quantized weights below) and float32. */
+enum { FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2, FG_W_F32 = 3 };
 
 /* What this CPU supports (capped by FASTGPT_SIMD_MAX_LEVEL when set at build time). */
 int fg_simd_level(void);
@@ -48,17 +50,21 @@ void fg_gemm_pack_x_f32(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows
 void fg_gemm_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, const float *w__oi, const float *b__o,
                  float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
 
+/* The KV cache holds float32, IEEE half or bfloat16 values: kv_fmt FG_W_F32, FG_Q_F16 or FG_Q_BF16
+ * (csrc/attention.c). fg_kv_store: dst[at + t] = src[t] for t < n, rounded to nearest even. */
+void fg_kv_store(const float *src__d, void *dst, ptrdiff_t at, int kv_fmt, ptrdiff_t n, int level);
+
 /* Attention of one query over keys [first, last) of one head's cache, into out__d.
- * k__ld / v__ld rows are d apart; scores__l is scratch of at least `last` floats. */
-void fg_attend_one_f32(const float *q__d, const float *k__ld, const float *v__ld, ptrdiff_t d,
-                       ptrdiff_t first, ptrdiff_t last, float scale, float *scores__l, float *out__d, int level);
+ * k__ld / v__ld rows are d elements apart; scores__l is scratch of at least `last` floats. */
+void fg_attend_one(const float *q__d, const void *k__ld, const void *v__ld, int kv_fmt, ptrdiff_t d, ptrdiff_t first,
+                   ptrdiff_t last, float scale, float *scores__l, float *out__d, int level);
 
 /* Four consecutive queries (q rows q_stride apart; query i sees keys [first, last0 + i)),
  * scores: 4 rows s_stride apart. Returns 0 without touching anything when this CPU / head
  * width has no such path (the caller then does one query at a time). */
-int fg_attend_four_f32(const float *q__4d, ptrdiff_t q_stride, const float *k__ld, const float *v__ld, ptrdiff_t d,
-                       ptrdiff_t first, ptrdiff_t last0, float scale, float *scores__4l, ptrdiff_t s_stride,
-                       float *out__4d, ptrdiff_t out_stride, int level);
+int fg_attend_four(const float *q__4d, ptrdiff_t q_stride, const void *k__ld, const void *v__ld, int kv_fmt,
+                   ptrdiff_t d, ptrdiff_t first, ptrdiff_t last0, float scale, float *scores__4l, ptrdiff_t s_stride,
+                   float *out__4d, ptrdiff_t out_stride, int level);
 
 /* Layer norm of one row (biased variance, as torch.nn.LayerNorm). */
 void fg_layer_norm_row_f32(const float *x__i, const float *g__i, const float *b__i, ptrdiff_t n_i,
@@ -73,11 +79,16 @@ void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind, int le
 /* Sum of a buffer, read with the widest loads available: the memory-bandwidth probe. */
 double fg_read_sum_f32(const float *x, ptrdiff_t n, int level);
 
+/* The peak-arithmetic probe (csrc/peak.c): `iters` rounds of independent chains of one kind of
+ * instruction in registers on this thread; returns the operations done (a multiply-add counts 2),
+ * 0 if this CPU or build lacks the instructions. */
+enum { FG_PEAK_F32_FMA = 0, FG_PEAK_I8_VNNI = 1, FG_PEAK_BF16_DOT = 2, FG_PEAK_I8_AMX = 3, FG_PEAK_BF16_AMX = 4 };
+double fg_peak(int kind, long iters);
+
 /* ---- Quantized weights (csrc/quant.c; the formats are specified in fastgpt/quant.py) ----
  * fmt FG_Q_BF16 / FG_Q_F16: w__oi is uint16 [out, in] (bfloat16 / IEEE half bits), s__ob NULL.
  * fmt FG_Q_I8: w__oi is int8 [out, in], s__ob uint16 [out, in / 32] (float16 scale bits), and
  * n_in % FG_Q8_BLOCK == 0. A weight's value is float32(w), or float32(q) * float32(scale). */
-enum { FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2 };
 #define FG_Q8_BLOCK 32
 
 /* Whether int8 products round x to int8 per block of 32 (AVX512-VNNI or AMX:
@@ -192,7 +203,7 @@ typedef struct {
 typedef struct {
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     fg_matrix qkv, attn_proj, fc, proj;
-    float *k, *v; /* this layer's cache [cache rows, n_head, n_slots, head_dim] */
+    void *k, *v; /* this layer's cache [cache rows, n_head, n_slots, head_dim], in the decoder's kv_fmt */
 } fg_block;
 
 /* Rows of the workspace are contiguous: x, h, attn, last [n_rows, n_embd], qkv [n_rows, 3 n_embd],
@@ -202,6 +213,7 @@ typedef struct {
     ptrdiff_t n_layer, n_rows, n_embd, n_head, head_dim, n_ff, n_slots;
     float eps;
     int act_kind, level, qlevel; /* level: fg_simd_level(); qlevel: fg_quant_level() (or lower) */
+    int kv_fmt;                  /* the cache's FG_W_F32, FG_Q_F16 or FG_Q_BF16 */
     const fg_block *blocks;
     const float *lnf_g, *lnf_b;
     fg_matrix head;

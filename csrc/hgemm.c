@@ -28,6 +28,7 @@
 
 #include "fastgpt_kernels.h"
 #include "gemm_tile.h"
+#include "half.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define FG_X86 1
@@ -54,15 +55,6 @@ int fg_bgemm_available(void) {
 
 #ifdef FG_BF16_INTRINSICS
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-
-/* bfloat16 bits of 16 floats in the low half of each 32-bit lane: round to nearest even by adding
- * 0x7FFF plus the lowest kept bit, NaN to the canonical quiet 0x7FC0 (quant.float32_to_bf16_bits). */
-TARGET_BF16 static inline __m512i bf16_bits_512(__m512 v) {
-    __m512i b = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-    return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
-}
 
 /* One panel: per 32 inputs, each row's 32 bfloat16 (16 pairs, one zmm) are gathered by a 16 x 16
  * transpose of 32-bit words into the 16 rows' pairs j. Zero rows past n_rows, zero inputs past

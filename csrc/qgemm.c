@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "fastgpt_kernels.h"
+#include "half.h"
 #include "q8_block.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -68,19 +69,6 @@ ptrdiff_t fg_qgemm_x_bytes(ptrdiff_t n_rows, ptrdiff_t n_in) {
 
 ptrdiff_t fg_qgemm_tile_bytes(ptrdiff_t n_in, ptrdiff_t n_o) {
     return (n_o + 15) / 16 * (n_in / FG_Q8_BLOCK) * QG_BLOCK_BYTES;
-}
-
-static inline float f16_to_f32(uint16_t h) {   /* exact for every pattern; as quant.c */
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
-    float f;
-    if (exp == 0x1F) bits = sign | 0x7F800000u | (man << 13);
-    else if (exp != 0) bits = sign | ((exp + 112u) << 23) | (man << 13);
-    else {
-        f = (float)man * 5.9604644775390625e-8f;
-        return sign ? -f : f;
-    }
-    memcpy(&f, &bits, sizeof f);
-    return f;
 }
 
 /* One block of 32 inputs of x: the int8 values and the scale (see the header). */

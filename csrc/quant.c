@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "fastgpt_kernels.h"
+#include "half.h"
 #include "q8_block.h"
 #include "reduce_avx512.h"
 
@@ -68,24 +69,7 @@ int fg_q8_activations(int level) {
 #endif
 }
 
-/* -- portable element conversions (the reference) ------------------------------------------- */
-static inline float bits_to_f32(uint32_t bits) {
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
-
-/* IEEE half -> float, exact for every pattern (subnormals, inf, NaN payloads). */
-static inline float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
-    if (exp == 0x1F) return bits_to_f32(sign | 0x7F800000u | (man << 13));
-    if (exp != 0) return bits_to_f32(sign | ((exp + 112u) << 23) | (man << 13));
-    float mag = (float)man * 5.9604644775390625e-8f; /* man * 2^-24: exact */
-    return sign ? -mag : mag;
-}
-
+/* -- portable element access (the reference) ---------------------------------------------- */
 static inline float qvalue(const void *w, const uint16_t *s, int fmt, ptrdiff_t n_in, ptrdiff_t o, ptrdiff_t i) {
     if (fmt == FG_Q_BF16) return bf16_to_f32(((const uint16_t *)w)[o * n_in + i]);
     if (fmt == FG_Q_F16) return f16_to_f32(((const uint16_t *)w)[o * n_in + i]);

@@ -18,7 +18,7 @@ import numpy as np
 
 from .backend import select_backend
 from .config import GPT2Config
-from .kv_cache import CacheError, KVCache
+from .kv_cache import CacheError, KVCache, check_kv_dtype, default_kv_dtype
 from .quant import QuantizedWeight, check_dtype, quantize_weights, weights_dtype
 from .weights import GPT2Weights
 
@@ -39,43 +39,55 @@ class Model:
 
     def __init__(self, config: GPT2Config, weights: GPT2Weights, backend: str = "auto",
                  num_threads: int | None = None, dtype: str | None = None,
-                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, kv_dtype: str | None = None):
         """``dtype``: hold the matrices in "float32", "bfloat16", "float16" or "int8" (quantized
         once, here; see fastgpt/quant.py). None keeps them as given (a converted folder's dtype).
-        ``prefill_chunk``: see the property."""
+        ``prefill_chunk``: see the property. ``kv_dtype``: what new caches hold keys and values in,
+        "float16", "bfloat16" or "float32" (fastgpt.kv_cache); None: float32 for float32 weights,
+        float16 for 16/8-bit ones (kv_cache.default_kv_dtype says why)."""
         weights.validate(config)
+        if kv_dtype is not None:
+            check_kv_dtype(kv_dtype)
         if dtype is not None:
             weights = quantize_weights(weights, dtype)
         self.config = config
         self.weights = weights
         self.backend = select_backend(backend, num_threads)
         self.prefill_chunk = prefill_chunk
+        #: The KV cache dtype of caches made by new_cache (and by forward without a cache).
+        self.kv_dtype = default_kv_dtype(self.dtype) if kv_dtype is None else kv_dtype
 
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path, backend: str = "auto", num_threads: int | None = None,
-                        dtype: str | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> "Model":
+                        dtype: str | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                        kv_dtype: str | None = None) -> "Model":
         """Load a Hugging Face GPT-2 folder (config.json + safetensors / pytorch_model.bin), or
-        one written by ``fastgpt convert`` (memory-mapped in its own dtype)."""
+        one written by ``fastgpt convert`` (memory-mapped in its own dtype). ``kv_dtype``: the
+        model's default KV cache dtype (see __init__)."""
         from .loaders.gpt2 import load_pretrained
 
         if dtype is not None:
             check_dtype(dtype)  # fail before a long load
+        if kv_dtype is not None:
+            check_kv_dtype(kv_dtype)
         _check_prefill_chunk(prefill_chunk)
         config, weights = load_pretrained(path)
         return cls(config, weights, backend=backend, num_threads=num_threads, dtype=dtype,
-                   prefill_chunk=prefill_chunk)
+                   prefill_chunk=prefill_chunk, kv_dtype=kv_dtype)
 
     @classmethod
     def random(cls, config: GPT2Config, seed: int = 0, backend: str = "auto",
                num_threads: int | None = None, dtype: str | None = None,
-               prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> "Model":
+               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, kv_dtype: str | None = None) -> "Model":
         from .weights import random_weights
 
         if dtype is not None:
             check_dtype(dtype)
+        if kv_dtype is not None:
+            check_kv_dtype(kv_dtype)
         return cls(config, random_weights(config, seed), backend=backend, num_threads=num_threads, dtype=dtype,
-                   prefill_chunk=prefill_chunk)
+                   prefill_chunk=prefill_chunk, kv_dtype=kv_dtype)
 
     @property
     def dtype(self) -> str:
@@ -104,8 +116,11 @@ class Model:
     def num_parameters(self) -> int:
         return self.config.num_parameters(tied_head=self.weights.tied_head)
 
-    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
-        return KVCache(self.config, batch_size=batch_size, max_len=max_len)
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None, kv_dtype: str | None = None) -> KVCache:
+        """A cache of batch_size rows of max_len slots (default n_positions), holding keys and values
+        in kv_dtype (default: the model's kv_dtype)."""
+        return KVCache(self.config, batch_size=batch_size, max_len=max_len,
+                       kv_dtype=self.kv_dtype if kv_dtype is None else kv_dtype)
 
     # -- forward --------------------------------------------------------------------------
     def _check_ids(self, ids) -> tuple[np.ndarray, bool]:

@@ -11,17 +11,18 @@ cdef extern from "fastgpt_kernels.h" nogil:
                             Py_ssize_t p_begin, Py_ssize_t p_end, float *xp, int level)
     void fg_gemm_f32(const float *xp, Py_ssize_t n_rows, Py_ssize_t n_in, const float *w, const float *b,
                      float *y, Py_ssize_t y_stride, Py_ssize_t o_begin, Py_ssize_t o_end, int level)
-    void fg_attend_one_f32(const float *q, const float *k, const float *v, Py_ssize_t d,
-                           Py_ssize_t first, Py_ssize_t last, float scale, float *scores,
-                           float *out, int level)
-    int fg_attend_four_f32(const float *q, Py_ssize_t q_stride, const float *k, const float *v,
-                           Py_ssize_t d, Py_ssize_t first, Py_ssize_t last0, float scale,
-                           float *scores, Py_ssize_t s_stride, float *out, Py_ssize_t out_stride,
-                           int level)
+    void fg_kv_store(const float *src, void *dst, Py_ssize_t at, int kv_fmt, Py_ssize_t n, int level)
+    void fg_attend_one(const float *q, const void *k, const void *v, int kv_fmt, Py_ssize_t d, Py_ssize_t first,
+                       Py_ssize_t last, float scale, float *scores, float *out, int level)
+    int fg_attend_four(const float *q, Py_ssize_t q_stride, const void *k, const void *v, int kv_fmt, Py_ssize_t d,
+                       Py_ssize_t first, Py_ssize_t last0, float scale, float *scores, Py_ssize_t s_stride,
+                       float *out, Py_ssize_t out_stride, int level)
     void fg_layer_norm_row_f32(const float *x, const float *g, const float *b, Py_ssize_t n,
                                float eps, float *out, int level)
     void fg_activation_f32(const float *x, float *out, Py_ssize_t n, int kind, int level)
     double fg_read_sum_f32(const float *x, Py_ssize_t n, int level)
+    int FG_PEAK_F32_FMA, FG_PEAK_I8_VNNI, FG_PEAK_BF16_DOT, FG_PEAK_I8_AMX, FG_PEAK_BF16_AMX
+    double fg_peak(int kind, long iters)
 
 # Quantized weights (csrc/quant.c, fastgpt/quant.py).
 cdef extern from "fastgpt_kernels.h" nogil:
@@ -93,12 +94,12 @@ cdef extern from "fastgpt_kernels.h" nogil:
         const float *ln2_g
         const float *ln2_b
         fg_matrix qkv, attn_proj, fc, proj
-        float *k
-        float *v
+        void *k
+        void *v
     ctypedef struct fg_decoder:
         Py_ssize_t n_layer, n_rows, n_embd, n_head, head_dim, n_ff, n_slots
         float eps
-        int act_kind, level, qlevel
+        int act_kind, level, qlevel, kv_fmt
         const fg_block *blocks
         const float *lnf_g
         const float *lnf_b

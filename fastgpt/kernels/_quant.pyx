@@ -159,6 +159,21 @@ def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=3):
     return None
 
 
+def arithmetic(str fmt, Py_ssize_t n_rows, int max_level=3):
+    """The arithmetic `linear` multiplies with for n_rows rows of x and weights in fmt, named as
+    kernels._system.PEAK_KINDS: "i8_amx", "bf16_amx", "i8_vnni", "bf16_dot" or "f32_fma"."""
+    code = FORMAT_CODES.get(fmt)
+    if code is None:
+        raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
+    level = min(QUANT_LEVEL, max_level)
+    path = choose_path(code, n_rows, level)
+    if path == PATH_SKINNY and level >= FG_AMX and code != FG_Q_F16:
+        return "i8_amx" if code == FG_Q_I8 else "bf16_amx"
+    if path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level)):
+        return "i8_vnni"
+    return "bf16_dot" if path == PATH_BGEMM else "f32_fma"
+
+
 def qgemm_available():
     """Whether int8 prefill runs the integer GEMM (AVX512-VNNI), i.e. rounds x to int8 blocks."""
     return QGEMM
