@@ -49,6 +49,7 @@ import re
 
 import numpy as np
 
+from ..jsonfile import short_repr
 from .errors import WeightsError, raise_if_lfs_pointer
 
 __all__ = [
@@ -71,6 +72,7 @@ _FOOTER_SIZE = 48               # 2 BlockHandles of at most 20 bytes each, padde
 _TRAILER_SIZE = 5               # compression type byte + fixed32 masked crc32c
 _COMPRESSION = {0: "none", 1: "snappy"}
 _BUNDLE_VERSION = 1             # TensorFlow's kTensorBundleVersion; readers check min_consumer
+_MAX_DIMS = 32                  # NumPy 1.x's limit; TensorFlow's weights have a few
 
 # tensorflow/core/framework/types.proto DataType -> NumPy dtype of the stored bytes
 # (little-endian; flipped for a big-endian bundle). bfloat16 is read as uint16 bits and
@@ -308,7 +310,8 @@ def resolve_tf_checkpoint(path) -> str:
                 for prefix in (os.path.join(path, named), os.path.join(path, os.path.basename(named))):
                     if os.path.isfile(prefix + ".index"):
                         return prefix
-        indexes = sorted(f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index"))
+        indexes = sorted(f[: -len(".index")] for f in os.listdir(path)
+                         if f.endswith(".index") and os.path.isfile(os.path.join(path, f)))
         if len(indexes) == 1:
             return os.path.join(path, indexes[0])
         what = f"several checkpoints ({', '.join(indexes)}); pass one prefix" if indexes else "no *.index file"
@@ -464,7 +467,9 @@ class TFCheckpointReader:
         if sliced:
             raise self._error(f"{where} is a partitioned (sliced) variable, which is not supported")
         if shape is None or any(d < 0 for d in shape):
-            raise self._error(f"{where} has an unknown or negative shape {shape}")
+            raise self._error(f"{where} has an unknown or negative shape {short_repr(shape)}")
+        if len(shape) > _MAX_DIMS:
+            raise self._error(f"{where} has {len(shape)} dimensions; at most {_MAX_DIMS} are supported")
         if not 0 <= shard_id < self.num_shards:
             raise self._error(f"{where} is in shard {shard_id}, outside [0, {self.num_shards})")
         if offset < 0 or size < 0:
