@@ -90,6 +90,7 @@ def write_random_hf_folder(folder, config, seed=0):
     from fastgpt.loaders.gpt2 import _hf_shapes
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config.to_dict()))
     rng = np.random.default_rng(seed)
     write_safetensors(folder / "model.safetensors",

@@ -14,6 +14,7 @@ __all__ = [
     "WeightsFormatError",
     "CheckpointNotFoundError",
     "CheckpointIndexError",
+    "NonFiniteWeightsError",
     "raise_if_lfs_pointer",
 ]
 
@@ -36,6 +37,10 @@ class CheckpointNotFoundError(WeightsError):
 
 class CheckpointIndexError(WeightsError):
     """A sharded checkpoint's *.index.json is malformed or disagrees with its shards."""
+
+
+class NonFiniteWeightsError(WeightsError):
+    """Weights that hold NaN or Inf (found when asked: Model.from_pretrained(check_weights=True))."""
 
 
 # A clone without `git lfs` leaves ~130-byte text pointers where the weights should be.
