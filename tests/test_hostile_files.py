@@ -305,6 +305,27 @@ def test_safetensors_header(hf_folder, tmp_path, case):
                          folder / "model.safetensors", fragment)
 
 
+INDEX_CASES = {
+    "deeply nested": (DEEP, "nested too deeply"),
+    "not UTF-8": ('{"weight_map": {"\udcff": 1}}', "not UTF-8"),
+    "weight_map a list": ('{"weight_map": ["a"]}', "weight_map"),
+    "shard a number": ('{"weight_map": {"wte.weight": 1e999}}', "weight_map['wte.weight']"),
+    "shard outside the folder": ('{"weight_map": {"wte.weight": "../x.safetensors"}}', "plain file name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDEX_CASES))
+def test_sharded_checkpoint_index(hf_folder, tmp_path, case):
+    from fastgpt.loaders import CheckpointIndexError
+
+    folder = copy_of(hf_folder, tmp_path)
+    (folder / "model.safetensors").unlink()
+    text, fragment = INDEX_CASES[case]
+    (folder / "model.safetensors.index.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert_clean_failure(lambda: Model.from_pretrained(folder, backend="numpy"), CheckpointIndexError,
+                         "model.safetensors.index.json", fragment)
+
+
 def test_safetensors_that_is_a_directory(tmp_path):
     from fastgpt.loaders import read_safetensors
 
