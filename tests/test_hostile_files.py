@@ -286,7 +286,9 @@ def entry_json(shape, offsets, dtype="F32") -> bytes:
 SAFETENSORS_CASES = {
     "deeply nested": (DEEP.encode(), "nested too deeply"),
     "shape of 40 dimensions": (entry_json([1] * 40, [0, 4]), "40 dimensions"),
-    "huge dimensions": (entry_json([2**62, 2**62], [0, 16]), "needs"),
+    "huge dimensions": (entry_json([2**62, 2**62], [0, 16]), "larger than any array"),
+    "empty, with huge dimensions": (entry_json([0, 2**62, 4], [0, 0]), "larger than any array"),
+    "empty, with a dimension beyond int64": (entry_json([0, 2**63], [0, 0]), "larger than any array"),
     "dimension of 50 digits": (entry_json([10**50], [0, 16]), "shape must be"),
     "offset of 50 digits": (entry_json([4], [0, 10**50]), "data_offsets must be"),
     "offsets past the data": (entry_json([2**40], [0, 2**42]), "past the end"),
@@ -450,7 +452,9 @@ def tf_case(tmp_path, **entry_fields):
 
 TF_CASES = {
     "40 dimensions": (dict(shape=(1,) * 40, size=4), "40 dimensions"),
-    "huge dimensions": (dict(shape=(2**40, 2**40)), "size 24 bytes"),
+    "huge dimensions": (dict(shape=(2**40, 2**40)), "larger than any array"),
+    "dimensions not matching the size": (dict(shape=(4, 4)), "size 24 bytes"),
+    "empty, with huge dimensions": (dict(shape=(0, 2**62, 4), size=0), "larger than any array"),
     "negative dimension": (dict(shape=(-2, 3)), "negative shape"),
     "negative offset": (dict(offset=2**64 - 8), "offset"),
     "offset past the data": (dict(offset=2**62), "outside"),

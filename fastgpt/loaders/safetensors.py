@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import jsonfile
 from ..jsonfile import short_repr
-from .errors import SafetensorsError, raise_if_lfs_pointer
+from .errors import SafetensorsError, raise_if_lfs_pointer, shape_problem
 
 __all__ = ["read_safetensors", "read_metadata", "write_safetensors", "SafetensorsError"]
 
@@ -69,8 +69,6 @@ _LEN_BYTES = 8
 # The reference implementation caps the header at 100 MB too; a larger length is a
 # corrupt or foreign file, and we must not try to read (or allocate) that much.
 _MAX_HEADER_BYTES = 100_000_000
-# NumPy 1.x arrays have at most 32 dimensions; no weight has more than a few.
-_MAX_DIMS = 32
 
 _Entry = namedtuple("_Entry", "name dtype shape begin end")
 
@@ -271,8 +269,9 @@ def _parse_entry(path, name, info, data_len):
         raise fail(f"unknown dtype {short_repr(dtype)}; expected one of {sorted(_DISK_DTYPES)}")
     if not isinstance(shape, list) or not all(_is_nonneg_int(d) for d in shape):
         raise fail(f"shape must be a list of non-negative ints, got {short_repr(shape)}")
-    if len(shape) > _MAX_DIMS:
-        raise fail(f"shape has {len(shape)} dimensions; at most {_MAX_DIMS} are supported")
+    problem = shape_problem(shape, _DISK_DTYPES[dtype].itemsize)
+    if problem:
+        raise fail(problem)
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2

@@ -50,7 +50,7 @@ import re
 import numpy as np
 
 from ..jsonfile import short_repr
-from .errors import WeightsError, raise_if_lfs_pointer
+from .errors import WeightsError, raise_if_lfs_pointer, shape_problem
 
 __all__ = [
     "TFCheckpointError",
@@ -72,7 +72,6 @@ _FOOTER_SIZE = 48               # 2 BlockHandles of at most 20 bytes each, padde
 _TRAILER_SIZE = 5               # compression type byte + fixed32 masked crc32c
 _COMPRESSION = {0: "none", 1: "snappy"}
 _BUNDLE_VERSION = 1             # TensorFlow's kTensorBundleVersion; readers check min_consumer
-_MAX_DIMS = 32                  # NumPy 1.x's limit; TensorFlow's weights have a few
 
 # tensorflow/core/framework/types.proto DataType -> NumPy dtype of the stored bytes
 # (little-endian; flipped for a big-endian bundle). bfloat16 is read as uint16 bits and
@@ -468,8 +467,9 @@ class TFCheckpointReader:
             raise self._error(f"{where} is a partitioned (sliced) variable, which is not supported")
         if shape is None or any(d < 0 for d in shape):
             raise self._error(f"{where} has an unknown or negative shape {short_repr(shape)}")
-        if len(shape) > _MAX_DIMS:
-            raise self._error(f"{where} has {len(shape)} dimensions; at most {_MAX_DIMS} are supported")
+        problem = shape_problem(shape, _DTYPES[dtype].itemsize if dtype in _DTYPES else 1)
+        if problem:
+            raise self._error(f"{where}: {problem}")
         if not 0 <= shard_id < self.num_shards:
             raise self._error(f"{where} is in shard {shard_id}, outside [0, {self.num_shards})")
         if offset < 0 or size < 0:
