@@ -58,6 +58,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from . import memory
+from .kv_cache import KVCache, Workspace
 from .model import Model, TokenIdError
 from .sampling import SamplingParams, greedy_token, log_softmax, process_logits, sample_token
 
@@ -65,6 +67,11 @@ if TYPE_CHECKING:
     from .tokenizer import IncrementalDecoder, Tokenizer
 
 __all__ = ["GenerationConfig", "GenerationResult", "Generator"]
+
+class PromptIdsError(TokenIdError, TypeError):
+    """prompt_ids that are not lists of integer ids (a ValueError like every bad id; a TypeError
+    too, for callers that caught what this raised before)."""
+
 
 _TRUNCATE = (None, "left")
 _PAD_ID = 0          # fed at padding slots and to finished rows; never attended to or read
@@ -374,6 +381,7 @@ class _Run:
         eos = frozenset(self.eos)
         fitted = [gen._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, cfg)
                   for i, p in enumerate(prompts)]
+        _check_memory(model, fitted, cfg)
         self.rows = [
             _Row(ids, dropped, cfg.max_new_tokens, eos, stops,
                  gen.tokenizer.decoder() if decode else None,
@@ -540,7 +548,7 @@ class Generator:
 
     @staticmethod
     def _id_prompts(prompt_ids) -> tuple[list[list[int]], bool]:
-        bad = TypeError(
+        bad = PromptIdsError(
             "`prompt_ids` must be a list of token ids or a non-empty list of such lists "
             f"(or a 1-D / 2-D integer array), got {_describe(prompt_ids)}"
         )
@@ -645,6 +653,18 @@ class Generator:
         rows = run.run()
         out = [row.result() if as_result else list(row.ids) for row in rows]
         return out[0] if single and cfg.num_return_sequences == 1 else out
+
+
+def _check_memory(model: Model, fitted: list, cfg: GenerationConfig) -> None:
+    """MemoryLimitError naming num_return_sequences and the prompts if the call's cache and
+    prefill activations cannot fit, before any row is built."""
+    n_rows = len(fitted) * cfg.num_return_sequences
+    longest = max(len(ids) for ids, _ in fitted)
+    slots = longest + cfg.max_new_tokens
+    prefill_positions = n_rows * min(longest, model.prefill_chunk)
+    need = KVCache.nbytes_for(model.config, n_rows, slots) + Workspace.nbytes_for(model.config, prefill_positions, n_rows)
+    memory.require(need, f"generating {n_rows} rows (num_return_sequences={cfg.num_return_sequences} x "
+                         f"{len(fitted)} prompt(s)) of up to {slots} tokens")
 
 
 def _stream_text(run: _Run):

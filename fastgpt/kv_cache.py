@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import memory
 from .config import GPT2Config
 
 
@@ -40,6 +41,8 @@ class Workspace:
 
     def __init__(self, config: GPT2Config, rows: int, batch_size: int):
         C, F = config.n_embd, config.d_ff
+        memory.require(self.nbytes_for(config, rows, batch_size), f"the activations of {rows} new positions "
+                       "(batch x tokens)")
         self.rows = rows
         self.x = np.empty((rows, C), np.float32)          # residual stream
         self.h = np.empty((rows, C), np.float32)          # normed input / projection output
@@ -52,6 +55,12 @@ class Workspace:
         self._scratch: dict[str, np.ndarray] = {}
         #: The backend's fused decode step built for these buffers (see CythonBackend.decoder).
         self.decoder = None
+
+    @staticmethod
+    def nbytes_for(config: GPT2Config, rows: int, batch_size: int) -> int:
+        """Bytes of the buffers below (the kernels' scratch aside: small, and sized by threads)."""
+        C = config.n_embd
+        return 4 * (rows * (6 * C + config.d_ff) + batch_size * (C + config.vocab_size)) + 8 * rows
 
     def scratch(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A buffer of at least ``shape`` (reused; reallocated only when it must grow)."""
@@ -79,10 +88,12 @@ class KVCache:
             max_len = config.n_positions
         if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= config.n_positions:
             raise CacheError(f"max_len must be an integer in [1, n_positions={config.n_positions}], got {max_len!r}")
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
+        memory.require(self.nbytes_for(config, batch_size, max_len),
+                       f"a KV cache of batch_size={batch_size}, max_len={max_len}")
         self.config = config
         self.batch_size = batch_size
         self.max_len = max_len
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
         self.k = np.zeros(shape, np.float32)
         self.v = np.zeros(shape, np.float32)
         self.start = np.zeros(batch_size, np.int64)
@@ -114,8 +125,11 @@ class KVCache:
 
     def set_left_padding(self, pad_counts) -> None:
         """Declare that row b's first ``pad_counts[b]`` slots are padding (call before prefill)."""
-        pad = np.asarray(pad_counts, dtype=np.int64)
-        if pad.shape != (self.batch_size,) or (pad < 0).any() or (pad >= self.max_len).any():
+        try:
+            pad = np.asarray(pad_counts, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            pad = None
+        if pad is None or pad.shape != (self.batch_size,) or (pad < 0).any() or (pad >= self.max_len).any():
             raise CacheError(f"pad_counts must be {self.batch_size} integers in [0, {self.max_len}), got {pad_counts!r}")
         if self.lengths.any():
             raise CacheError("set_left_padding must be called on an empty cache (after reset())")
@@ -162,3 +176,8 @@ class KVCache:
 
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+    @staticmethod
+    def nbytes_for(config: GPT2Config, batch_size: int, max_len: int) -> int:
+        """Bytes of the keys and values of a cache of this size (float32)."""
+        return 2 * 4 * config.n_layer * batch_size * max_len * config.n_embd

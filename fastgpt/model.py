@@ -14,11 +14,14 @@ raises CacheBusyError.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
+from . import memory
 from .backend import select_backend
 from .config import GPT2Config
-from .kv_cache import CacheError, KVCache
+from .kv_cache import CacheError, KVCache, Workspace
 from .quant import QuantizedWeight, check_dtype, quantize_weights, weights_dtype
 from .weights import GPT2Weights
 
@@ -54,15 +57,26 @@ class Model:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path, backend: str = "auto", num_threads: int | None = None,
-                        dtype: str | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> "Model":
+                        dtype: str | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                        check_weights: bool = False) -> "Model":
         """Load a Hugging Face GPT-2 folder (config.json + safetensors / pytorch_model.bin), or
-        one written by ``fastgpt convert`` (memory-mapped in its own dtype)."""
+        one written by ``fastgpt convert`` (memory-mapped in its own dtype).
+
+        ``check_weights=True`` reads every weight and raises NonFiniteWeightsError naming those
+        that hold NaN or Inf. It is off by default because it reads the whole file, which a
+        memory-mapped load otherwise never does (pages come in as the model touches them).
+        """
+        from .loaders.errors import NonFiniteWeightsError
         from .loaders.gpt2 import load_pretrained
 
         if dtype is not None:
             check_dtype(dtype)  # fail before a long load
         _check_prefill_chunk(prefill_chunk)
         config, weights = load_pretrained(path)
+        if check_weights:
+            bad = weights.nonfinite_tensors()
+            if bad:
+                raise NonFiniteWeightsError(f"{path}: {len(bad)} weight(s) hold NaN or Inf: {', '.join(bad)}")
         return cls(config, weights, backend=backend, num_threads=num_threads, dtype=dtype,
                    prefill_chunk=prefill_chunk)
 
@@ -109,8 +123,15 @@ class Model:
 
     # -- forward --------------------------------------------------------------------------
     def _check_ids(self, ids) -> tuple[np.ndarray, bool]:
-        arr = np.asarray(ids)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        try:
+            arr = np.asarray(ids)
+        except ValueError:          # ragged nested lists
+            raise TokenIdError("token ids must have shape (seq,) or (batch, seq), got rows of different "
+                               "lengths") from None
+        if arr.dtype == object:     # Python ints beyond int64 (or not ints at all)
+            arr = _object_ids(arr, self.config.vocab_size)
+        # Kinds i and u only: NumPy counts timedelta64 as an integer type, and bool is not an id.
+        if arr.dtype.kind not in "iu" and arr.size:
             raise TokenIdError(f"token ids must be integers, got dtype {arr.dtype}")
         squeeze = arr.ndim == 1
         if squeeze:
@@ -129,7 +150,10 @@ class Model:
         if not isinstance(cache, KVCache):
             raise CacheError(f"cache must be a KVCache (from model.new_cache), got {type(cache).__name__}")
         if cache.config is not self.config and cache.config != self.config:
-            raise CacheError("cache was made for another model config; make one with this model's new_cache()")
+            ours, theirs = self.config.to_dict(), cache.config.to_dict()
+            differ = ", ".join(f"{k}={theirs[k]!r} (the model's: {v!r})" for k, v in ours.items() if theirs[k] != v)
+            raise CacheError(f"cache was made for another model config: {differ}; make one with this model's "
+                             "new_cache()")
         if rows is None:
             if cache.batch_size != B:
                 raise CacheError(f"ids have batch size {B} but the cache was made for batch_size={cache.batch_size}")
@@ -158,11 +182,17 @@ class Model:
         """
         arr, squeeze = self._check_ids(ids)
         B, T = arr.shape
+        if not last_only:
+            memory.require(4 * B * T * self.config.vocab_size, f"the logits of {B} x {T} positions (use last_only=True "
+                           "for the last position's)")
         if cache is None:
             if rows is not None:
                 raise CacheError("rows= names rows of a cache: pass cache= too")
             if T > self.config.n_positions:
                 raise CacheError(f"{T} tokens exceed the model's context of n_positions={self.config.n_positions}")
+            memory.require(KVCache.nbytes_for(self.config, B, T)
+                           + Workspace.nbytes_for(self.config, B * min(T, self._prefill_chunk), B),
+                           f"a pass over a batch of {B} x {T} tokens (its KV cache and activations)")
             cache = self.new_cache(batch_size=B, max_len=T)
         row_idx = self._check_cache(cache, rows, B, T)
         with cache.in_use():
@@ -252,6 +282,17 @@ class Model:
             be.linear(ff, blk.mlp_proj_w, blk.mlp_proj_b, out=h, ws=ws)
             be.add(x, h, out=x)
         return x
+
+
+def _object_ids(arr: np.ndarray, vocab_size: int) -> np.ndarray:
+    """An object array of ids (Python ints too large for int64, or not ints) as int64, or the
+    TokenIdError naming the first bad one."""
+    for index, value in np.ndenumerate(arr):
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+            raise TokenIdError(f"token ids must be integers, got {type(value).__name__} {value!r} at {list(index)}")
+        if not 0 <= value < vocab_size:
+            raise TokenIdError(f"token id {value} at position {index[-1]} is outside the vocabulary [0, {vocab_size})")
+    return arr.astype(np.int64)
 
 
 def _check_prefill_chunk(value) -> int:

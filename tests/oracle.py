@@ -5,6 +5,8 @@ GPT2LMHeadModel saved with save_pretrained, so the same weights go through both 
 (A plain module, not conftest.py, so that test files can import it by a unique name.)
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,41 @@ def hf_greedy(model, prompt_ids, max_new_tokens):
             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0,
         )
     return out[0, len(prompt_ids):].tolist()
+
+
+def tiktoken_gpt2():
+    """tiktoken's "gpt2" encoding built offline from the GPT-2 files fastgpt bundles (nothing is
+    downloaded; see fastgpt/data/gpt2/README.md)."""
+    tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is the reference encoder")
+    import tiktoken.load
+    from tiktoken_ext.openai_public import r50k_pat_str  # the pat_str tiktoken's gpt2() uses
+
+    from fastgpt.tokenizer import EOS_TOKEN
+
+    data = Path(__file__).resolve().parents[1] / "fastgpt" / "data" / "gpt2"
+    # Local paths: tiktoken.load.read_file opens paths without "://" directly.
+    # An empty TIKTOKEN_CACHE_DIR turns off its cache, which is keyed by path
+    # alone and would otherwise serve a stale copy after the files change.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", "")
+        ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(data / "vocab.bpe"), encoder_json_file=str(data / "encoder.json"))
+    return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={EOS_TOKEN: 50256})
+
+
+def write_random_hf_folder(folder, config, seed=0):
+    """A Hugging Face GPT-2 folder (config.json + model.safetensors under HF's names) with
+    normal(0, 1) weights, written by fastgpt's own writer (no torch needed)."""
+    import json
+
+    from fastgpt.loaders import write_safetensors
+    from fastgpt.loaders.gpt2 import _hf_shapes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    rng = np.random.default_rng(seed)
+    write_safetensors(folder / "model.safetensors",
+                      {name: rng.standard_normal(shape).astype(np.float32) for name, shape in _hf_shapes(config).items()})
+    return folder

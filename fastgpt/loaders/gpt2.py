@@ -60,6 +60,17 @@ def _hf_shapes(config: GPT2Config) -> dict[str, tuple]:
     return shapes
 
 
+def _tensor_problems(name: str, arr, shape: tuple) -> list[str]:
+    """Why a checkpoint tensor cannot be the weight ``name`` of ``shape``: floats only, because
+    converting integers or booleans would load a corrupt or foreign file as garbage weights."""
+    problems = []
+    if tuple(arr.shape) != shape:
+        problems.append(f"tensor {name} has shape {tuple(arr.shape)}, expected {shape}")
+    if np.dtype(arr.dtype).kind != "f":
+        problems.append(f"tensor {name} is stored as {arr.dtype}, expected floating-point weights")
+    return problems
+
+
 def _as_float32(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.float32:
         return arr
@@ -73,19 +84,25 @@ def weights_from_hf_state_dict(tensors: dict, config: GPT2Config, source: str = 
         key = name[len("transformer."):] if name.startswith("transformer.") else name
         stripped[key] = arr
     lm_head = stripped.pop("lm_head.weight", None)
+    # Before the name table is built: its size follows n_layer, a number read from config.json,
+    # so it is kept proportional to the checkpoint (every block has tensors of its own).
+    if config.n_layer > len(stripped):
+        raise CheckpointMismatchError(
+            f"{source}: config.json says n_layer={config.n_layer}, but the checkpoint holds only "
+            f"{len(stripped)} tensors")
     expected = _hf_shapes(config)
     problems = []
     for name, shape in expected.items():
         arr = stripped.get(name)
         if arr is None:
             problems.append(f"missing tensor {name} (expected shape {shape})")
-        elif tuple(arr.shape) != shape:
-            problems.append(f"tensor {name} has shape {tuple(arr.shape)}, expected {shape}")
+        else:
+            problems += _tensor_problems(name, arr, shape)
     unexpected = sorted(n for n in stripped if n not in expected and not _IGNORED.match(n))
     problems += [f"unexpected tensor {n}" for n in unexpected]
     V, C = config.vocab_size, config.n_embd
-    if lm_head is not None and tuple(lm_head.shape) != (V, C):
-        problems.append(f"tensor lm_head.weight has shape {tuple(lm_head.shape)}, expected {(V, C)}")
+    if lm_head is not None:
+        problems += _tensor_problems("lm_head.weight", lm_head, (V, C))
     if problems:
         raise CheckpointMismatchError(f"{source} does not match its config.json:\n  " + "\n  ".join(problems))
 
