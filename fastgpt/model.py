@@ -194,8 +194,10 @@ class Model:
                            + Workspace.nbytes_for(self.config, B * min(T, self._prefill_chunk), B),
                            f"a pass over a batch of {B} x {T} tokens (its KV cache and activations)")
             cache = self.new_cache(batch_size=B, max_len=T)
-        row_idx = self._check_cache(cache, rows, B, T)
-        with cache.in_use():
+        if not isinstance(cache, KVCache):
+            raise CacheError(f"cache must be a KVCache (from model.new_cache), got {type(cache).__name__}")
+        with cache.in_use():                   # the fit is checked against what no other call can change
+            row_idx = self._check_cache(cache, rows, B, T)
             self.backend.threads.apply()
             chunk = self._prefill_chunk
             if T <= chunk:
