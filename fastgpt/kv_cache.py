@@ -52,6 +52,8 @@ class KVCache:
         self.start = np.zeros(batch_size, np.int64)
         self.pos = 0
         self._workspace: Workspace | None = None
+        self._spare: np.ndarray | None = None           # one row for reorder's cycles
+        self._spare_start = 0
 
     def reset(self) -> None:
         """Forget the cached sequence; the memory is kept for the next one."""
@@ -66,6 +68,51 @@ class KVCache:
         if self.pos != 0:
             raise CacheError("set_left_padding must be called on an empty cache (after reset())")
         self.start[:] = pad
+
+    def reorder(self, indices) -> None:
+        """Row ``r`` takes the contents of row ``indices[r]`` (beam search: each beam continues
+        some beam's prefix), in place. Only the filled slots of the rows that change are copied;
+        a row that must be overwritten while another still needs it (a cycle) goes through one
+        spare row, allocated on first use and kept."""
+        src = np.asarray(indices)
+        B = self.batch_size
+        if src.shape != (B,) or src.dtype.kind not in "iu" or (src < 0).any() or (src >= B).any():
+            raise CacheError(f"reorder needs {B} row indices in [0, {B}), got {indices!r}")
+        pending = {r: int(s) for r, s in enumerate(src) if s != r}       # destination -> source
+        readers = np.bincount(np.fromiter(pending.values(), np.int64, len(pending)), minlength=B + 1)
+        spare = B                                                        # the spare's "row number"
+        while pending:
+            free = [r for r in pending if readers[r] == 0]
+            if not free:                    # only cycles remain: park one destination in the spare
+                r = next(iter(pending))
+                self._copy_row(spare, r)
+                for d, s in pending.items():
+                    if s == r:
+                        pending[d] = spare
+                readers[spare], readers[r] = readers[r], 0
+                continue
+            for r in free:
+                s = pending.pop(r)
+                self._copy_row(r, s)
+                readers[s] -= 1
+
+    def _copy_row(self, dst: int, src: int) -> None:
+        """Row (or spare, numbered batch_size) dst = src, over the filled slots."""
+        n = self.pos
+        if self._spare is None and self.batch_size in (dst, src):
+            C = self.config
+            self._spare = np.empty((2, C.n_layer, C.n_head, self.max_len, C.head_dim), np.float32)
+            self._spare_start = 0
+        for which, arr in enumerate((self.k, self.v)):
+            for layer in range(arr.shape[0]):     # per layer: two disjoint blocks, no temporary
+                to = self._spare[which, layer] if dst == self.batch_size else arr[layer, dst]
+                fro = self._spare[which, layer] if src == self.batch_size else arr[layer, src]
+                to[:, :n] = fro[:, :n]
+        starts = self.start
+        if dst == self.batch_size:
+            self._spare_start = int(starts[src])
+        else:
+            starts[dst] = self._spare_start if src == self.batch_size else starts[src]
 
     @property
     def remaining(self) -> int:
