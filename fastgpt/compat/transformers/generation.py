@@ -32,6 +32,7 @@ import numpy as np
 
 from ...generate import Generator
 from ._tensors import as_output, to_numpy, wants_torch
+from .outputs import GenerateBeamDecoderOnlyOutput
 from .seeding import draw_seed
 
 #: transformers 5's global defaults (GenerationConfig._get_default_generation_params) for what
@@ -200,10 +201,6 @@ class GenerationMixin:
         if min_new is None:
             min_new = max(0, (opts["min_length"] or 0) - T)
 
-        if opts["num_beams"] != 1:
-            raise ValueError("beam search (num_beams > 1) is not supported yet")
-        if opts["return_dict_in_generate"]:
-            raise ValueError("return_dict_in_generate=True is not supported yet")
         options = dict(max_new_tokens=n_new, min_new_tokens=min_new, do_sample=bool(opts["do_sample"]),
                        repetition_penalty=opts["repetition_penalty"],
                        no_repeat_ngram_size=opts["no_repeat_ngram_size"],
@@ -218,9 +215,40 @@ class GenerationMixin:
                            min_p=opts["min_p"] or 0.0)
             options.setdefault("seed", draw_seed())
         tokenizer = getattr(opts.get("tokenizer"), "_backend", None)
+        generator = Generator(self.model, tokenizer)
         prompts = [ids[b, pads[b]:].tolist() for b in range(B)]
-        new = Generator(self.model, tokenizer).generate_ids(prompts, **options)   # rows grouped by prompt
+        if opts["num_beams"] > 1:
+            return self._beam_generate(generator, ids, prompts, options, opts, eos_ids, pad, torch_out)
+        if opts["return_dict_in_generate"]:
+            raise ValueError("return_dict_in_generate=True is not supported yet")
+        new = generator.generate_ids(prompts, **options)          # rows grouped by prompt
         return as_output(self._assemble(ids, new, opts["num_return_sequences"], pad), torch_out)
+
+    def _beam_generate(self, generator, ids, prompts, options, opts, eos_ids, pad, torch_out):
+        """Beam search, with transformers' result: the best beams' rows, padded after their end
+        with ``pad_token_id or eos_token_id[0]`` (transformers' expression, so a pad id 0 pads
+        with EOS), and with ``return_dict_in_generate`` the scores and beam indices."""
+        want = opts["return_dict_in_generate"]
+        out = generator.beam_search(prompts, num_beams=opts["num_beams"], length_penalty=opts["length_penalty"],
+                                    early_stopping=opts["early_stopping"],
+                                    return_scores=bool(want and opts["output_scores"]),
+                                    return_logits=bool(want and opts["output_logits"]), **options)
+        hyps = [h for per_prompt in out.hypotheses for h in per_prompt]
+        fill = (pad or eos_ids[0]) if eos_ids else -1
+        sequences = self._assemble(ids, [h.token_ids for h in hyps], opts["num_return_sequences"], fill)
+        if not want:
+            return as_output(sequences, torch_out)
+        width = sequences.shape[1] - ids.shape[1]
+        beam_indices = np.full((len(hyps), width), -1, np.int64)
+        for r, h in enumerate(hyps):
+            beam_indices[r, :len(h.beam_indices)] = h.beam_indices
+        scores = np.array([h.score for h in hyps], np.float32)
+        return GenerateBeamDecoderOnlyOutput(
+            sequences=as_output(sequences, torch_out),
+            sequences_scores=as_output(scores, torch_out) if opts["output_scores"] else None,
+            scores=None if out.scores is None else as_output(tuple(out.scores), torch_out),
+            logits=None if out.logits is None else as_output(tuple(out.logits), torch_out),
+            beam_indices=as_output(beam_indices, torch_out))
 
     def _new_token_count(self, opts: dict, T: int) -> int:
         if opts["max_new_tokens"] is not None:
