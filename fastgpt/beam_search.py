@@ -18,7 +18,7 @@ checkpoint gives the same sequences:
   so that comparisons round the same way; ties keep the lower index first.
 
 Design: prompts' rows sit side by side in one cache of ``prompts * num_beams`` rows. The
-prompt is computed once per prompt (beam 0's row, then copied to the other beams' rows); each
+prompt is computed once per prompt (in beam 0's row, then copied to the other beams' rows); each
 step feeds one token per beam and reorders the rows in place (``KVCache.reorder``: the
 prefix is never recomputed). The decoding processors (repetition penalty, n-gram ban,
 minimum length; with ``do_sample``, temperature, top-k, top-p, min-p) edit each beam's
@@ -186,8 +186,13 @@ def beam_search(model: Model, prompts: list[list[int]], *, num_beams: int, max_n
 
 
 def _prefill(model: Model, cache, prompts: np.ndarray, K: int) -> np.ndarray:
-    """Every row's logits after its prompt (prompts: (P, T), each repeated for its K beams)."""
-    return model.forward(np.repeat(prompts, K, axis=0), cache=cache, last_only=True).copy()   # (P*K, V)
+    """Every row's logits after its prompt. prompts (P, T) run once each, in rows p*K; their
+    keys and values are then copied to the prompt's other K - 1 beam rows."""
+    P = prompts.shape[0]
+    first = np.arange(P) * K
+    logits = model.forward(prompts, cache=cache, last_only=True, rows=first)      # (P, V)
+    cache.reorder(np.repeat(first, K))
+    return np.repeat(logits, K, axis=0)                                           # (P*K, V)
 
 
 def _sample(acc: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
