@@ -139,6 +139,43 @@ class KVCache:
             raise CacheError(f"rows must be distinct, got {arr.tolist()}")
         return arr
 
+    # -- exchange with per-layer arrays (transformers' past_key_values) ----------------------
+    @classmethod
+    def from_layers(cls, config: GPT2Config, layers, max_len: int | None = None) -> "KVCache":
+        """A cache holding ``layers``: per layer, (keys, values) arrays of shape (batch, heads,
+        seq, head_dim), transformers' layout. Every row holds ``seq`` slots from slot 0 (no
+        left padding: a padded past is masked by the caller's attention mask). ``max_len``: the
+        capacity, room for what comes next (default ``n_positions``)."""
+        layers = list(layers)
+        if len(layers) != config.n_layer:
+            raise CacheError(f"past key/values have {len(layers)} layers, the model has n_layer={config.n_layer}")
+        first = np.shape(layers[0][0]) if layers and len(layers[0]) >= 2 else ()
+        if len(first) != 4 or first[1:2] + first[3:] != (config.n_head, config.head_dim):
+            raise CacheError(f"past keys must have shape (batch, n_head={config.n_head}, seq, head_dim="
+                             f"{config.head_dim}), got {first}")
+        B, _, S, _ = first
+        cache = cls(config, batch_size=B, max_len=max_len)
+        if S > cache.max_len:
+            raise CacheError(f"past of {S} positions does not fit max_len={cache.max_len}")
+        for layer, pair in enumerate(layers):
+            if len(pair) < 2:
+                raise CacheError(f"layer {layer} of the past is not a (keys, values) pair")
+            for which, arr, name in ((cache.k, pair[0], "keys"), (cache.v, pair[1], "values")):
+                a = np.asarray(arr, dtype=np.float32)
+                if a.shape != first:
+                    raise CacheError(f"layer {layer} {name} have shape {a.shape}, layer 0 keys {first}")
+                if not np.isfinite(a).all():
+                    raise CacheError(f"layer {layer} {name} hold NaN or infinite values")
+                which[layer, :, :, :S] = a
+        cache.lengths[:] = S
+        return cache
+
+    def to_layers(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """Per layer, (keys, values) of the filled slots, (batch, heads, seq, head_dim): views
+        into this cache (no copy), valid until its rows are reset or reordered."""
+        S = self.pos
+        return tuple((self.k[layer, :, :, :S], self.v[layer, :, :, :S]) for layer in range(self.config.n_layer))
+
     def reorder(self, indices) -> None:
         """Row ``r`` takes the contents of row ``indices[r]`` (beam search: each beam continues
         some beam's prefix), in place. Only the filled slots of the rows that change are copied;
