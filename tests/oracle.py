@@ -49,12 +49,12 @@ def hf_cache_layout(checkpoint, cache_dir, repo_id):
     return snapshot
 
 
-def hf_model(kwargs, seed):
+def hf_model(kwargs, seed, cls="GPT2LMHeadModel"):
     torch = pytest.importorskip("torch", reason="torch is the oracle's runtime")
     transformers = pytest.importorskip("transformers", reason="transformers is the parity oracle")
     torch.manual_seed(seed)
     config = transformers.GPT2Config(**kwargs)
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = getattr(transformers, cls)(config).eval()
     # GPT-2's init leaves biases and LN at 0/1; randomise them so that the loader's mapping
     # of every tensor is actually exercised.
     with torch.no_grad():

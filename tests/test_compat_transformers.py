@@ -57,7 +57,7 @@ def test_logits_and_tensor_kinds(pair):
     diff = (out.logits.cpu().detach().numpy() - want).__abs__().max()
     print(f"logits: first {out.logits.flatten()[:3].tolist()} vs {want.ravel()[:3]}, max diff {diff:.2e}")
     assert diff < LOGITS_ATOL
-    assert out[0] is out.logits and out["logits"] is out.logits and list(out.keys()) == ["logits"]
+    assert out[0] is out.logits and out["logits"] is out.logits and list(out.keys()) == ["logits", "cache"]
     for given in (np.array(IDS), IDS):                       # NumPy or lists in: NumPy out
         logits = model(input_ids=given).logits
         assert isinstance(logits, np.ndarray) and np.abs(logits - want).max() < LOGITS_ATOL
@@ -75,8 +75,8 @@ def test_loss_matches(pair):
         out = model(ids, labels=labels)
     print(f"loss {out.loss.item():.6f} vs {want:.6f}")
     assert out.loss.dim() == 0 and abs(out.loss.item() - want) < LOSS_ATOL
-    assert list(out.keys()) == ["loss", "logits"] and out[0] is out.loss
-    as_tuple = model(ids, labels=labels, return_dict=False)
+    assert list(out.keys()) == ["loss", "logits", "cache"] and out[0] is out.loss
+    as_tuple = model(ids, labels=labels, return_dict=False, use_cache=False)
     assert isinstance(as_tuple, tuple) and len(as_tuple) == 2 and abs(as_tuple[0].item() - want) < LOSS_ATOL
     np_loss = model(np.array(IDS), labels=labels.numpy()).loss
     assert isinstance(np_loss, np.ndarray) and abs(float(np_loss) - want) < LOSS_ATOL
@@ -254,3 +254,26 @@ def test_state_dict_parameters_and_save_pretrained(pair, tmp_path):
     assert diff == 0.0, f"saved model's logits differ by {diff}"
     again = GPT2LMHeadModel.from_pretrained(tmp_path, backend="numpy")
     assert np.abs(again(np.array(IDS)).logits - hf_logits(hf_model, IDS)).max() < LOGITS_ATOL
+
+
+def test_generation_config_from_the_folder(hf_small, tmp_path, backend):
+    """A checkpoint's generation_config.json sets generate's defaults, as in transformers."""
+    import shutil
+
+    from fastgpt.compat.transformers import GenerationConfig
+
+    folder, hf_model = hf_small
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    GenerationConfig(max_length=11, no_repeat_ngram_size=2, pad_token_id=0).save_pretrained(tmp_path)
+    model = GPT2LMHeadModel.from_pretrained(tmp_path, backend=backend)
+    assert model.generation_config.max_length == 11
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert theirs.generation_config.max_length == 11
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        want = theirs.generate(ids, attention_mask=torch.ones_like(ids))
+    got = model.generate(ids)
+    assert got.shape == (2, 11) and torch.equal(got, want)
+    assert torch.equal(model.generate(ids, max_new_tokens=3), want[:, :9])   # the call's options win

@@ -22,13 +22,16 @@ from ...config import ConfigError
 from ...loaders.gpt2 import CheckpointMismatchError, load_pretrained_parts, weights_to_hf_state_dict
 from ...loaders.safetensors import write_safetensors
 from ...model import Model
+from ...quant import as_float32
 from . import hub
-from ._losses import causal_lm_loss
+from ._losses import causal_lm_loss, cross_entropy
 from ._tensors import OutOfScopeError, as_loss, as_output, loaded_torch, to_numpy, wants_torch
 from .configuration import GPT2Config, as_compat_config
 from .generation import GenerationConfig, GenerationMixin
 from .loading import check_to_args, split_load_kwargs, weights_dtype
-from .outputs import CausalLMOutputWithCrossAttentions
+from .cache import Cache, as_kv_cache
+from .outputs import (BaseModelOutputWithPastAndCrossAttentions, CausalLMOutputWithCrossAttentions,
+                      GPT2DoubleHeadsModelOutput)
 
 
 class GPT2PreTrainedModel:
@@ -191,6 +194,70 @@ class GPT2PreTrainedModel:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    # -- the forward pass ---------------------------------------------------------------------------
+    def get_input_embeddings(self) -> "Embedding":
+        return Embedding(self.model)
+
+    def _transformer(self, input_ids, past_key_values, attention_mask, token_type_ids, position_ids, head_mask,
+                     inputs_embeds, use_cache, output_attentions, output_hidden_states, compute_logits,
+                     kwargs: dict) -> "_BodyOutput":
+        """GPT2Model's forward, in transformers' terms, on fastgpt's Model.forward_full.
+
+        Leading dimensions of the ids (GPT2DoubleHeadsModel's (batch, choices, seq)) are
+        flattened into rows and restored on the results."""
+        past = _one_of(kwargs, past_key_values)
+        if kwargs.pop("encoder_hidden_states", None) is not None or kwargs.pop("encoder_attention_mask", None) is not None:
+            raise ValueError("encoder_hidden_states: GPT-2's cross-attention (add_cross_attention) is not supported")
+        unknown = sorted(k for k, v in kwargs.items() if v is not None)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.forward: unsupported argument(s) {', '.join(unknown)}")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You have to specify either input_ids or inputs_embeds (exactly one of them)")
+        torch_out = wants_torch(input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, head_mask)
+        config = self.model.config
+        ids = embeds = None
+        if input_ids is not None:
+            ids = _integers(input_ids, "input_ids")
+            lead, T = ids.shape[:-1] or (1,), ids.shape[-1]
+            ids = ids.reshape(-1, T)
+        else:
+            embeds = to_numpy(inputs_embeds, "inputs_embeds").astype(np.float32)
+            if embeds.ndim < 2:
+                raise ValueError(f"inputs_embeds must have shape (batch, seq, n_embd), got {embeds.shape}")
+            if embeds.ndim == 2:
+                embeds = embeds[None]
+            lead, T = embeds.shape[:-2], embeds.shape[-2]
+            embeds = embeds.reshape(-1, T, embeds.shape[-1])
+        B = int(np.prod(lead))
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        kv = None if past is None else as_kv_cache(past, config)
+        if kv is None:
+            kv = self.model.new_cache(batch_size=B, max_len=config.n_positions if use_cache else T)
+        if kv.batch_size != B:
+            raise ValueError(f"past_key_values hold {kv.batch_size} rows, the input has {B}")
+        past_len = kv.pos
+        if token_type_ids is not None:           # GPT-2 embeds token types with wte, as tokens
+            types = _integers(token_type_ids, "token_type_ids").reshape(B, T)
+            embeds = (self.model.token_embeddings(ids) if embeds is None else embeds) + self.model.token_embeddings(types)
+            ids = None
+        positions = (np.arange(past_len, past_len + T)[None, :].repeat(B, 0) if position_ids is None
+                     else _integers(position_ids, "position_ids").reshape(-1, T))
+        mask = None if attention_mask is None else to_numpy(attention_mask, "attention_mask").reshape(B, -1)
+        if head_mask is not None:
+            head_mask = to_numpy(head_mask, "head_mask").astype(np.float32)
+        out = self.model.forward_full(ids, kv, inputs_embeds=embeds, position_ids=positions, attention_mask=mask,
+                                      head_mask=head_mask,
+                                      output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"),
+                                      output_attentions=self._flag(output_attentions, "output_attentions"),
+                                      compute_logits=compute_logits)
+        return _BodyOutput(out, Cache(kv, torch_out) if use_cache else None, torch_out, tuple(lead), T)
+
+    def _flag(self, value, name: str) -> bool:
+        return bool(getattr(self.config, name) if value is None else value)
+
+    def _returns(self, output, return_dict):
+        return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
+
     def __repr__(self) -> str:
         c = self.config
         return (f"{type(self).__name__}(n_layer={c.n_layer}, n_embd={c.n_embd}, n_head={c.n_head}, "
@@ -203,33 +270,26 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None, use_cache=None,
-                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
-        """``.logits`` (batch, seq, vocab) float32 and, with ``labels``, ``.loss``."""
-        unsupported = {k: v for k, v in dict(past_key_values=past_key_values, token_type_ids=token_type_ids,
-                                             position_ids=position_ids, head_mask=head_mask,
-                                             inputs_embeds=inputs_embeds, output_attentions=output_attentions,
-                                             output_hidden_states=output_hidden_states, **kwargs).items() if v}
-        if unsupported:
-            raise NotImplementedError(f"not yet: {', '.join(unsupported)}")
-        torch_out = wants_torch(input_ids, attention_mask, labels)
-        ids = to_numpy(input_ids, "input_ids")
-        if ids.ndim == 1:
-            ids = ids[None, :]
-        if attention_mask is None:
-            logits = self.model.forward(ids)
-        else:
-            mask = to_numpy(attention_mask, "attention_mask").astype(bool)
-            if mask.shape != ids.shape:
-                raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}")
-            B, T = ids.shape
-            lead = np.argmax(mask, axis=1)
-            cache = self.model.new_cache(batch_size=B, max_len=T)
-            if lead.any():
-                cache.set_left_padding(lead)
-            logits = self.model.forward(np.ascontiguousarray(ids), cache=cache)
-        loss = None if labels is None else causal_lm_loss(logits, to_numpy(labels, "labels"))
-        out = CausalLMOutputWithCrossAttentions(loss=as_loss(loss, torch_out), logits=as_output(logits, torch_out))
-        return out if (return_dict if return_dict is not None else self.config.return_dict) else out.to_tuple()
+                output_attentions=None, output_hidden_states=None, return_dict=None, logits_to_keep: int = 0,
+                **kwargs) -> CausalLMOutputWithCrossAttentions:
+        """``logits`` (batch, seq, vocab); with ``labels``, ``loss`` (position t predicts
+        labels[t + 1], -100 ignored); ``cache`` / ``past_key_values`` unless ``use_cache=False``.
+        The arguments are the API reference's (``past=`` and ``cache=`` name the past too)."""
+        body = self._transformer(input_ids, past_key_values, attention_mask, token_type_ids, position_ids,
+                                 head_mask, inputs_embeds, use_cache, output_attentions, output_hidden_states,
+                                 True, kwargs)
+        logits = body.shaped(body.out.logits)
+        if logits_to_keep:
+            logits = logits[..., -logits_to_keep:, :]
+        loss = None if labels is None else causal_lm_loss(logits, _integers(labels, "labels").reshape(logits.shape[:-1]))
+        return self._returns(CausalLMOutputWithCrossAttentions(
+            loss=as_loss(loss, body.torch_out), logits=body.tensor(logits), cache=body.cache,
+            hidden_states=body.hidden_states(), attentions=body.attentions()), return_dict)
+
+    @property
+    def transformer(self) -> "GPT2Model":
+        """The body, sharing this model's weights (transformers' ``model.transformer``)."""
+        return GPT2Model._sharing(self)
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -238,8 +298,24 @@ class GPT2Model(GPT2PreTrainedModel):
     _state_prefix = ""
     _has_lm_head = False
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError("not yet")
+    def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
+                position_ids=None, head_mask=None, inputs_embeds=None, use_cache=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs) -> BaseModelOutputWithPastAndCrossAttentions:
+        """``last_hidden_state`` (batch, seq, n_embd), after the final layer norm; the cache;
+        hidden states and attentions when asked."""
+        body = self._transformer(input_ids, past_key_values, attention_mask, token_type_ids, position_ids,
+                                 head_mask, inputs_embeds, use_cache, output_attentions, output_hidden_states,
+                                 False, kwargs)
+        return self._returns(BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=body.tensor(body.shaped(body.out.last_hidden_state)), cache=body.cache,
+            hidden_states=body.hidden_states(), attentions=body.attentions()), return_dict)
+
+    @classmethod
+    def _sharing(cls, other: GPT2PreTrainedModel) -> "GPT2Model":
+        body = cls.__new__(cls)
+        body.config, body.model, body.name_or_path = other.config, other.model, other.name_or_path
+        body.generation_config = other.generation_config
+        return body
 
 
 class SequenceSummary:
@@ -315,5 +391,91 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
     def _head_tensors(self) -> dict[str, np.ndarray]:
         return self.multiple_choice_head.tensors()
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError("not yet")
+    def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
+                position_ids=None, head_mask=None, inputs_embeds=None, mc_token_ids=None, labels=None,
+                mc_labels=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                **kwargs) -> GPT2DoubleHeadsModelOutput:
+        """``logits`` (batch, choices, seq, vocab) and ``mc_logits`` (batch, choices): the
+        multiple-choice head on the hidden state at ``mc_token_ids`` (default: the last
+        token); ``loss`` from ``labels`` (the old API's ``lm_labels``), ``mc_loss`` from
+        ``mc_labels``, as transformers computes them."""
+        lm_labels = kwargs.pop("lm_labels", None)
+        if labels is None:
+            labels = lm_labels
+        body = self._transformer(input_ids, past_key_values, attention_mask, token_type_ids, position_ids,
+                                 head_mask, inputs_embeds, use_cache, output_attentions, output_hidden_states,
+                                 True, kwargs)
+        logits = body.shaped(body.out.logits)
+        hidden = body.shaped(body.out.last_hidden_state)
+        cls_index = None if mc_token_ids is None else _integers(mc_token_ids, "mc_token_ids").reshape(hidden.shape[:-2])
+        mc_logits = self.multiple_choice_head(hidden, cls_index)                 # (..., num_labels)
+        if mc_logits.shape[-1] == 1:                                             # transformers' squeeze(-1)
+            mc_logits = mc_logits[..., 0]
+        loss = None if labels is None else causal_lm_loss(logits, _integers(labels, "labels").reshape(logits.shape[:-1]))
+        mc_loss = None
+        if mc_labels is not None:
+            flat = mc_logits.reshape(-1, mc_logits.shape[-1])
+            mc_loss = cross_entropy(flat, _integers(mc_labels, "mc_labels").reshape(-1), "mc_labels")
+        t = body.torch_out
+        return self._returns(GPT2DoubleHeadsModelOutput(
+            loss=as_loss(loss, t), mc_loss=as_loss(mc_loss, t), logits=body.tensor(logits),
+            mc_logits=body.tensor(np.ascontiguousarray(mc_logits, dtype=np.float32)), cache=body.cache,
+            hidden_states=body.hidden_states(), attentions=body.attentions()), return_dict)
+
+
+class Embedding:
+    """``get_input_embeddings()``: ``embedding(ids)`` gives wte's rows; ``.weight`` the table
+    (read-only), as torch's ``nn.Embedding``."""
+
+    def __init__(self, model: Model):
+        self._model = model
+
+    @property
+    def weight(self):
+        table = as_float32(self._model.weights.wte).view()
+        table.flags.writeable = False
+        return as_output(table, loaded_torch() is not None)
+
+    def __call__(self, input_ids):
+        return as_output(self._model.token_embeddings(_integers(input_ids, "input_ids")), wants_torch(input_ids))
+
+
+class _BodyOutput:
+    """One body pass: fastgpt's ForwardOutput, the cache, and how to hand results back."""
+
+    def __init__(self, out, cache, torch_out: bool, lead: tuple, T: int):
+        self.out, self.cache, self.torch_out, self.lead, self.T = out, cache, torch_out, lead, T
+
+    def shaped(self, arr: np.ndarray) -> np.ndarray:
+        """(rows, T, ...) back to the input's leading dimensions."""
+        return arr.reshape(self.lead + (self.T,) + arr.shape[2:])
+
+    def tensor(self, arr):
+        return as_output(arr, self.torch_out)
+
+    def hidden_states(self):
+        """transformers' tuple: the embeddings, each block's output, the last one after ln_f."""
+        states = self.out.hidden_states
+        if states is None:
+            return None
+        return tuple(self.tensor(self.shaped(h)) for h in states[:-1] + (self.out.last_hidden_state,))
+
+    def attentions(self):
+        probs = self.out.attentions
+        return None if probs is None else tuple(self.tensor(p.reshape(self.lead + p.shape[1:])) for p in probs)
+
+
+def _one_of(kwargs: dict, past_key_values):
+    """The past under any of its names: past_key_values, cache (transformers 5), past (the old API)."""
+    given = {name: value for name, value in (("past_key_values", past_key_values), ("cache", kwargs.pop("cache", None)),
+                                             ("past", kwargs.pop("past", None))) if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"give the past once: got {', '.join(given)}")
+    return next(iter(given.values()), None)
+
+
+def _integers(value, name: str) -> np.ndarray:
+    arr = to_numpy(value, name)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
