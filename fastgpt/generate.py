@@ -68,7 +68,7 @@ from .sampling import SamplingParams, greedy_token, log_softmax, process_logits,
 if TYPE_CHECKING:
     from .tokenizer import IncrementalDecoder, Tokenizer
 
-__all__ = ["GenerationConfig", "GenerationResult", "Generator"]
+__all__ = ["GenerationConfig", "GenerationResult", "GenerationTrace", "Generator"]
 
 _TRUNCATE = (None, "left")
 _PAD_ID = 0          # fed at padding slots and to finished rows; never attended to or read
@@ -221,6 +221,18 @@ class GenerationResult:
     score: float | None = None
 
 
+@dataclass
+class GenerationTrace:
+    """:meth:`Generator.trace_ids`' answer: ``results`` (as generate_ids with
+    ``return_result``) and, per generated position, ``logits`` and ``scores``: (rows, vocab)
+    float32, the raw logits and the processed scores each row chose from (a row that had
+    already finished carries its raw logits in both)."""
+
+    results: list[GenerationResult]
+    logits: list[np.ndarray]
+    scores: list[np.ndarray]
+
+
 # --------------------------------------------------------------------------------------
 # Stop strings and streaming hold-back, on plain str.
 # --------------------------------------------------------------------------------------
@@ -362,6 +374,7 @@ class _Run:
         V = model.config.vocab_size
         self.model = model
         self.cfg = cfg
+        self.trace: tuple[list, list] | None = None      # (raw logits, scores) per step, when traced
         self.eos = gen._resolve_eos(cfg.eos_token_id)
         self.params = cfg.sampling_params(self.eos).validate(V)
         stops = cfg.stop_strings()
@@ -436,6 +449,7 @@ class _Run:
         token_buf = np.full((B, 1), _PAD_ID, np.int64)              # (B, 1) reused each step
         scratch = None if self.plain_greedy else np.empty((B, V), np.float32)
         while True:
+            active = None if self.trace is None else np.array([not row.finished for row in rows])
             for b, row in enumerate(rows):
                 if row.finished:
                     token_buf[b, 0] = _PAD_ID
@@ -450,10 +464,21 @@ class _Run:
                     self._score(row, x, token)
                 row.push(token)
                 token_buf[b, 0] = token
+            if active is not None:
+                self._record(logits, scratch, active)
             yield rows
             if all(row.finished for row in rows):
                 return
             logits = model.forward(token_buf, cache=cache, last_only=True)   # (B, V)
+
+    def _record(self, logits: np.ndarray, scratch: np.ndarray | None, active: np.ndarray) -> None:
+        """Keep this step's (B, V) raw logits and scores; rows already finished get their raw
+        logits as scores (nothing chose from them)."""
+        raw = logits.copy()
+        scores = raw.copy() if scratch is None else scratch.copy()
+        scores[~active] = raw[~active]
+        self.trace[0].append(raw)
+        self.trace[1].append(scores)
 
     def run(self) -> list[_Row]:
         for _ in self.steps():
@@ -673,6 +698,20 @@ class Generator:
         out = [row.result() if as_result else list(row.ids) for row in rows]
         return out[0] if single and cfg.num_return_sequences == 1 else out
 
+
+    def trace_ids(self, prompt_ids, max_new_tokens: int | None = None, *, config: GenerationConfig | None = None,
+                  **options) -> "GenerationTrace":
+        """:meth:`generate_ids` (one result per row, grouped by prompt) plus, per generated
+        position, every row's raw logits and its scores after the processors (what it chose
+        from), as transformers' ``output_logits`` / ``output_scores``."""
+        prompts, _ = self._id_prompts(prompt_ids)
+        cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_beams > 1:
+            raise ValueError("trace_ids follows one sequence per row: for beam search use beam_search()")
+        run = _Run(self, prompts, cfg, need_text=False, want_logprobs=False, top_logprobs=0)
+        run.trace = ([], [])
+        rows = run.run()
+        return GenerationTrace([row.result() for row in rows], run.trace[0], run.trace[1])
 
     # -- beam search ----------------------------------------------------------------------------
     def beam_search(self, prompt_ids, max_new_tokens: int | None = None, *, config: GenerationConfig | None = None,
