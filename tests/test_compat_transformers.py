@@ -277,3 +277,25 @@ def test_generation_config_from_the_folder(hf_small, tmp_path, backend):
     got = model.generate(ids)
     assert got.shape == (2, 11) and torch.equal(got, want)
     assert torch.equal(model.generate(ids, max_new_tokens=3), want[:, :9])   # the call's options win
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(repetition_penalty=1.4, no_repeat_ngram_size=2)],
+                         ids=["plain", "processors"])
+def test_return_dict_in_generate(pair, kwargs):
+    model, hf_model = pair
+    ids = torch.tensor(IDS)
+    eos = int(hf_generate(hf_model, IDS, max_new_tokens=6, **kwargs)[0, 6 + 3])   # ends row 0 early
+    common = dict(max_new_tokens=6, return_dict_in_generate=True, output_scores=True, output_logits=True,
+                  eos_token_id=eos, pad_token_id=0, **kwargs)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = hf_model.generate(ids, attention_mask=torch.ones_like(ids), **common)
+    got = model.generate(ids, **common)
+    assert list(got.keys()) == ["sequences", "scores", "logits"]
+    assert torch.equal(got.sequences, want.sequences)
+    assert len(got.scores) == len(want.scores) == len(got.logits)
+    ended = (got.sequences[:, 6:] == eos).int().cumsum(-1)                  # rows done before each step
+    for step, (s, w, lg, wl) in enumerate(zip(got.scores, want.scores, got.logits, want.logits)):
+        live = ended[:, step - 1] == 0 if step else torch.ones(2, dtype=torch.bool)
+        np.testing.assert_allclose(s[live].numpy(), w[live].numpy(), rtol=0, atol=LOGITS_ATOL)
+        np.testing.assert_allclose(lg[live].numpy(), wl[live].numpy(), rtol=0, atol=LOGITS_ATOL)

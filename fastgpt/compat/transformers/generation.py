@@ -15,7 +15,13 @@ generation_config.json) over transformers' global defaults. So, as there:
   padding (``tokenizer.padding_side = "left"``); without one, a ``pad_token_id`` that is not
   EOS marks it. Each row computes what it computes alone.
 * The result: the input columns followed by the new ids, ``(batch * num_return_sequences,
-  length)`` int64, as a torch tensor when the input was one.
+  length)`` int64, as a torch tensor when the input was one. With ``return_dict_in_generate``,
+  a ``GenerateDecoderOnlyOutput`` (beam search: ``GenerateBeamDecoderOnlyOutput``) holding
+  ``sequences`` and, when asked, per step ``scores`` (after the processors) and ``logits``
+  (raw); rows that have already finished carry raw logits in both (transformers' values
+  there come from feeding padding and mean nothing either).
+* Beam search (``num_beams > 1``): fastgpt/beam_search.py, transformers' procedure, so the
+  sequences are transformers'.
 
 Sampling draws from NumPy generators, seeded per call from torch's global generator when
 torch is imported (else Python's ``random``), so ``torch.manual_seed(s)`` / ``set_seed(s)``
@@ -32,7 +38,7 @@ import numpy as np
 
 from ...generate import Generator
 from ._tensors import as_output, to_numpy, wants_torch
-from .outputs import GenerateBeamDecoderOnlyOutput
+from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from .seeding import draw_seed
 
 #: transformers 5's global defaults (GenerationConfig._get_default_generation_params) for what
@@ -219,10 +225,15 @@ class GenerationMixin:
         prompts = [ids[b, pads[b]:].tolist() for b in range(B)]
         if opts["num_beams"] > 1:
             return self._beam_generate(generator, ids, prompts, options, opts, eos_ids, pad, torch_out)
-        if opts["return_dict_in_generate"]:
-            raise ValueError("return_dict_in_generate=True is not supported yet")
-        new = generator.generate_ids(prompts, **options)          # rows grouped by prompt
-        return as_output(self._assemble(ids, new, opts["num_return_sequences"], pad), torch_out)
+        if not opts["return_dict_in_generate"]:
+            new = generator.generate_ids(prompts, **options)      # rows grouped by prompt
+            return as_output(self._assemble(ids, new, opts["num_return_sequences"], pad), torch_out)
+        trace = generator.trace_ids(prompts, **options)
+        sequences = self._assemble(ids, [r.token_ids for r in trace.results], opts["num_return_sequences"], pad)
+        return GenerateDecoderOnlyOutput(
+            sequences=as_output(sequences, torch_out),
+            scores=as_output(tuple(trace.scores), torch_out) if opts["output_scores"] else None,
+            logits=as_output(tuple(trace.logits), torch_out) if opts["output_logits"] else None)
 
     def _beam_generate(self, generator, ids, prompts, options, opts, eos_ids, pad, torch_out):
         """Beam search, with transformers' result: the best beams' rows, padded after their end
