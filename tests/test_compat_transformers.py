@@ -90,7 +90,7 @@ def test_out_of_scope_is_one_clear_error(pair):
     with pytest.raises(OutOfScopeError, match="backward"):
         loss.backward()
     for call in (model.train, model.cuda, model.half, lambda: model.to("cuda"), lambda: model.to(torch.float16),
-                 lambda: model.requires_grad_(True)):
+                 lambda: model.requires_grad_(True), lambda: model.resize_token_embeddings(600)):
         with pytest.raises(OutOfScopeError, match="out of scope"):
             call()
     assert model.train(False) is model and model.requires_grad_(False) is model and not model.training

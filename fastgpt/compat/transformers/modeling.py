@@ -5,10 +5,11 @@
 ``multiple_choice_head.summary`` weights) share the construction and the
 ``torch.nn.Module`` habits inference code relies on (``eval()``, ``.to("cpu")``,
 ``state_dict()``, ``parameters()``, ``num_parameters()``, ``save_pretrained``). The forward
-pass is fastgpt's own ``Model.forward``; this module only translates arguments and results.
+pass is fastgpt's own ``Model.forward_full``; this module only translates arguments and results.
 
 Out of scope, with ``OutOfScopeError`` (a ``NotImplementedError``): ``train()``,
-``loss.backward()``, GPUs and dtype conversions after loading (load with ``dtype=``).
+``loss.backward()``, GPUs, dtype conversions after loading (load with ``dtype=``) and
+``resize_token_embeddings``.
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ class GPT2PreTrainedModel:
 
     def bfloat16(self):
         raise OutOfScopeError(f"{type(self).__name__}.bfloat16() (load with dtype='bfloat16' instead)")
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        raise OutOfScopeError(f"{type(self).__name__}.resize_token_embeddings() (new embedding rows need training)")
 
     @property
     def device(self):
