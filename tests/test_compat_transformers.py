@@ -22,6 +22,8 @@ transformers = pytest.importorskip("transformers", reason="transformers is the o
 IDS = [[5, 17, 3, 99, 250, 1], [7, 7, 8, 400, 12, 6]]
 # Mean token cross-entropy in float64 (ours) vs torch's float32 reduction.
 LOSS_ATOL = 1e-4
+# TensorFlow's float32 logits of the tiny OpenAI-layout checkpoint: summation order only.
+TF_LOGITS_ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +301,24 @@ def test_return_dict_in_generate(pair, kwargs):
         live = ended[:, step - 1] == 0 if step else torch.ones(2, dtype=torch.bool)
         np.testing.assert_allclose(s[live].numpy(), w[live].numpy(), rtol=0, atol=LOGITS_ATOL)
         np.testing.assert_allclose(lg[live].numpy(), wl[live].numpy(), rtol=0, atol=LOGITS_ATOL)
+
+
+def test_load_tf_weights_in_gpt2(backend):
+    """OpenAI's TensorFlow checkpoint layout, against TensorFlow's own logits (tests/data/tf-gpt2-tiny)."""
+    from pathlib import Path
+
+    from fastgpt.compat.transformers import load_tf_weights_in_gpt2
+
+    data = Path(__file__).parent / "data" / "tf-gpt2-tiny"
+    expected = np.load(data / "expected.npz")
+    config = GPT2Config(vocab_size=277, n_positions=32, n_embd=16, n_head=2, n_layer=2)
+    for args in ((data,), (config, data)):                 # the reference's spelling, then transformers 4's
+        model = GPT2LMHeadModel(config, backend=backend)
+        assert load_tf_weights_in_gpt2(model, *args) is model
+        logits = model(expected["prompt_ids"][None]).logits[0]
+        diff = np.abs(logits - expected["logits"]).max()
+        print(f"TF logits max diff {diff:.2e}")
+        assert diff < TF_LOGITS_ATOL
+    with pytest.raises(ValueError, match="n_embd|shape"):
+        load_tf_weights_in_gpt2(GPT2LMHeadModel(GPT2Config(vocab_size=277, n_positions=32, n_embd=32, n_head=2,
+                                                           n_layer=2), backend=backend), data)

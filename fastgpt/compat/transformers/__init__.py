@@ -24,6 +24,7 @@ from ._tensors import OutOfScopeError
 from .auto import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 from .configuration import GPT2Config
 from .generation import GenerationConfig
+from .legacy import GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP, GPT2_PRETRAINED_MODEL_ARCHIVE_MAP, load_tf_weights_in_gpt2
 from .modeling import GPT2DoubleHeadsModel, GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel
 from .outputs import (BaseModelOutputWithPastAndCrossAttentions, CausalLMOutput, CausalLMOutputWithCrossAttentions,
                       GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput, GPT2DoubleHeadsModelOutput,
@@ -37,6 +38,7 @@ __all__ = [
     "BaseModelOutputWithPastAndCrossAttentions", "BatchEncoding", "CausalLMOutput", "CausalLMOutputWithCrossAttentions",
     "GenerateBeamDecoderOnlyOutput", "GenerateDecoderOnlyOutput", "GenerationConfig", "GPT2Config",
     "GPT2DoubleHeadsModel", "GPT2DoubleHeadsModelOutput", "GPT2LMHeadModel", "GPT2Model", "GPT2PreTrainedModel",
+    "GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP", "GPT2_PRETRAINED_MODEL_ARCHIVE_MAP", "load_tf_weights_in_gpt2",
     "GPT2Tokenizer", "GPT2TokenizerFast", "ModelOutput", "OutOfScopeError", "TextGenerationPipeline", "pipeline",
     "set_seed",
 ]

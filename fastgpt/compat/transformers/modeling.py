@@ -241,12 +241,13 @@ class GPT2PreTrainedModel:
             raise ValueError(f"past_key_values hold {kv.batch_size} rows, the input has {B}")
         past_len = kv.pos
         if token_type_ids is not None:           # GPT-2 embeds token types with wte, as tokens
-            types = _integers(token_type_ids, "token_type_ids").reshape(B, T)
+            types = _shaped(_integers(token_type_ids, "token_type_ids"), (B, T), "token_type_ids")
             embeds = (self.model.token_embeddings(ids) if embeds is None else embeds) + self.model.token_embeddings(types)
             ids = None
         positions = (np.arange(past_len, past_len + T)[None, :].repeat(B, 0) if position_ids is None
-                     else _integers(position_ids, "position_ids").reshape(-1, T))
-        mask = None if attention_mask is None else to_numpy(attention_mask, "attention_mask").reshape(B, -1)
+                     else _shaped(_integers(position_ids, "position_ids"), (-1, T), "position_ids"))
+        mask = None if attention_mask is None else _shaped(to_numpy(attention_mask, "attention_mask"), (B, -1),
+                                                           "attention_mask")
         if head_mask is not None:
             head_mask = to_numpy(head_mask, "head_mask").astype(np.float32)
         out = self.model.forward_full(ids, kv, inputs_embeds=embeds, position_ids=positions, attention_mask=mask,
@@ -285,7 +286,8 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
         logits = body.shaped(body.out.logits)
         if logits_to_keep:
             logits = logits[..., -logits_to_keep:, :]
-        loss = None if labels is None else causal_lm_loss(logits, _integers(labels, "labels").reshape(logits.shape[:-1]))
+        loss = None if labels is None else causal_lm_loss(
+            logits, _shaped(_integers(labels, "labels"), logits.shape[:-1], "labels"))
         return self._returns(CausalLMOutputWithCrossAttentions(
             loss=as_loss(loss, body.torch_out), logits=body.tensor(logits), cache=body.cache,
             hidden_states=body.hidden_states(), attentions=body.attentions()), return_dict)
@@ -411,11 +413,13 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
                                  True, kwargs)
         logits = body.shaped(body.out.logits)
         hidden = body.shaped(body.out.last_hidden_state)
-        cls_index = None if mc_token_ids is None else _integers(mc_token_ids, "mc_token_ids").reshape(hidden.shape[:-2])
+        cls_index = None if mc_token_ids is None else _shaped(_integers(mc_token_ids, "mc_token_ids"),
+                                                                hidden.shape[:-2], "mc_token_ids")
         mc_logits = self.multiple_choice_head(hidden, cls_index)                 # (..., num_labels)
         if mc_logits.shape[-1] == 1:                                             # transformers' squeeze(-1)
             mc_logits = mc_logits[..., 0]
-        loss = None if labels is None else causal_lm_loss(logits, _integers(labels, "labels").reshape(logits.shape[:-1]))
+        loss = None if labels is None else causal_lm_loss(
+            logits, _shaped(_integers(labels, "labels"), logits.shape[:-1], "labels"))
         mc_loss = None
         if mc_labels is not None:
             flat = mc_logits.reshape(-1, mc_logits.shape[-1])
@@ -476,6 +480,15 @@ def _one_of(kwargs: dict, past_key_values):
     if len(given) > 1:
         raise ValueError(f"give the past once: got {', '.join(given)}")
     return next(iter(given.values()), None)
+
+
+def _shaped(arr: np.ndarray, shape: tuple, name: str) -> np.ndarray:
+    """arr reshaped to shape (one -1 allowed), or a ValueError naming the argument."""
+    try:
+        return arr.reshape(shape)
+    except ValueError:
+        raise ValueError(f"{name} has shape {arr.shape}, which does not fit {tuple(shape)} "
+                         "(the input ids' shape)") from None
 
 
 def _integers(value, name: str) -> np.ndarray:
