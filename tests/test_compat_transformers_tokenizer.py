@@ -153,6 +153,9 @@ def test_padding_errors_as_transformers(tok_folder):
             tok(["Hello world", "hi"], return_tensors="pt")
     with pytest.raises(ValueError, match="stride"):
         mine("a b c d e", max_length=2, truncation=True, stride=2, return_overflowing_tokens=True)
+    # the API reference's encode(..., truncation_strategy=) is today's truncation=
+    assert mine.encode("a b c d e", "x y", max_length=4, truncation_strategy="only_first") == \
+        hf.encode("a b c d e", "x y", max_length=4, truncation="only_first")
     with pytest.raises(ValueError, match="only_second"):
         mine("a b c", max_length=2, truncation="only_second")
     with pytest.raises(ValueError, match="too short"):

@@ -399,6 +399,9 @@ class GPT2Tokenizer:
         ``return_tensors`` None (lists), "np" or "pt". A ragged batch with ``return_tensors``
         is an error, as is padding without a pad token.
         """
+        old_name = kwargs.pop("truncation_strategy", None)       # pytorch-transformers' name of truncation=
+        if truncation is None and old_name is not None:
+            truncation = old_name
         unknown = sorted(set(kwargs) - {"split_special_tokens", "text_target"})
         if unknown:
             raise TypeError(f"{type(self).__name__}.__call__: unsupported argument(s) {', '.join(unknown)}")
