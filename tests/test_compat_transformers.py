@@ -193,6 +193,8 @@ def test_generate_errors(pair):
         model.generate(np.array(IDS), max_new_tokens=2, bogus=1)
     with pytest.raises(ValueError, match="typical_p"):
         model.generate(np.array(IDS), max_new_tokens=2, typical_p=0.5)
+    with pytest.raises(ValueError, match="output_attentions"):       # per-step attentions: not produced
+        model.generate(np.array(IDS), max_new_tokens=2, return_dict_in_generate=True, output_attentions=True)
 
 
 def test_end_to_end_left_padded_generation(pair):

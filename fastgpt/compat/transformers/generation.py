@@ -49,10 +49,9 @@ DEFAULTS = {
     "no_repeat_ngram_size": 0, "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1,
     "pad_token_id": None, "bos_token_id": None, "eos_token_id": None, "use_cache": True,
     "output_scores": False, "output_logits": False, "return_dict_in_generate": False,
-    "output_attentions": False, "output_hidden_states": False,
 }
 # Neutral values of options fastgpt does not implement: accepted only at these.
-_UNIMPLEMENTED = {"typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
+_UNIMPLEMENTED = {"output_attentions": False, "output_hidden_states": False, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0,
                   "num_beam_groups": 1, "encoder_repetition_penalty": 1.0, "bad_words_ids": None,
                   "force_words_ids": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
                   "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
