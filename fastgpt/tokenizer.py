@@ -16,6 +16,7 @@ added_tokens are read; the pre-tokenizer is assumed to be GPT-2's.
 from __future__ import annotations
 
 import codecs
+import copy
 import functools
 import heapq
 import operator
@@ -149,6 +150,13 @@ class Tokenizer:
                              + (f" ({', '.join(partial)})" if partial else ""))
 
     @classmethod
+    def from_files(cls, vocab_file: str | Path, merges_file: str | Path) -> Tokenizer:
+        """Load a vocabulary and merges pair under any file names (vocab.json + merges.txt
+        or encoder.json + vocab.bpe formats)."""
+        files = Path(vocab_file), Path(merges_file)
+        return cls(*_read_pair(*files), source=" + ".join(map(str, files)))
+
+    @classmethod
     def gpt2(cls) -> Tokenizer:
         """OpenAI's GPT-2 tokenizer from the copy bundled with fastgpt."""
         return cls.from_pretrained(Path(__file__).parent / "data" / "gpt2")
@@ -171,6 +179,11 @@ class Tokenizer:
     def special_tokens(self) -> dict[str, int]:
         return dict(self._special)
 
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        """The BPE merges in rank order (what merges.txt lists)."""
+        return list(self._ranks)
+
     def id_to_token(self, i: int) -> str:
         self._token_bytes(i)  # validates
         return self._tokens[i]
@@ -180,6 +193,28 @@ class Tokenizer:
             return self._vocab[token]
         except KeyError:
             raise TokenizerError(f"token {token!r} is not in the vocabulary") from None
+
+    def with_added_tokens(self, tokens: Iterable[str]) -> Tokenizer:
+        """A copy in which each of ``tokens`` is one more special token: encoded as a single
+        id wherever it occurs (when allowed, as the others), decoded as its own text. A token
+        already in the vocabulary keeps its id; a new one takes the next id (the vocabulary
+        grows by one). ``self`` is unchanged, so a tokenizer in use elsewhere never sees a
+        vocabulary change mid-call."""
+        new = copy.copy(self)
+        new._vocab, new._special = dict(self._vocab), dict(self._special)
+        new._tokens, new._bytes = list(self._tokens), list(self._bytes)
+        new._cache = {}
+        for token in tokens:
+            if not isinstance(token, str) or not token:
+                raise TokenizerError(f"added tokens must be non-empty strings, got {token!r}")
+            i = new._vocab.get(token)
+            if i is None:
+                i = len(new._tokens)
+                new._vocab[token] = i
+                new._tokens.append(token)
+                new._bytes.append(token.encode("utf-8"))
+            new._special[token] = i
+        return new
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self._ranks)}, special={sorted(self._special)})"

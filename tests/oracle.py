@@ -23,15 +23,40 @@ CHECKPOINTS = {
     "small": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=500, n_positions=128),
     # GPT-2 124M widths and vocabulary, fewer layers to stay fast
     "wide": dict(n_embd=768, n_layer=2, n_head=12, vocab_size=50257, n_positions=1024),
+    # GPT-2's vocabulary at a small width: real text (the notebook, the API reference examples)
+    "vocab": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=50257, n_positions=1024),
 }
 
+# A commit hash for test-built Hugging Face cache snapshots (any 40 hex digits do).
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
-def hf_model(kwargs, seed):
+
+def hf_cache_layout(checkpoint, cache_dir, repo_id):
+    """Lay a checkpoint folder out as huggingface_hub's cache does after a download of
+    ``repo_id``: ``models--org--name/snapshots/<commit>/`` (the checkpoint plus GPT-2's
+    vocab.json and merges.txt, from the copy fastgpt bundles) and ``refs/main``."""
+    import shutil
+    from pathlib import Path
+
+    import fastgpt
+
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / SNAPSHOT
+    shutil.copytree(checkpoint, snapshot)
+    data = Path(fastgpt.__file__).parent / "data" / "gpt2"
+    shutil.copy(data / "encoder.json", snapshot / "vocab.json")
+    shutil.copy(data / "vocab.bpe", snapshot / "merges.txt")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SNAPSHOT)
+    return snapshot
+
+
+def hf_model(kwargs, seed, cls="GPT2LMHeadModel"):
     torch = pytest.importorskip("torch", reason="torch is the oracle's runtime")
     transformers = pytest.importorskip("transformers", reason="transformers is the parity oracle")
     torch.manual_seed(seed)
     config = transformers.GPT2Config(**kwargs)
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = getattr(transformers, cls)(config).eval()
     # GPT-2's init leaves biases and LN at 0/1; randomise them so that the loader's mapping
     # of every tensor is actually exercised.
     with torch.no_grad():

@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from ..config import GPT2Config
+from ..quant import as_float32
 from ..registry import resolve_model_path
 from ..weights import BlockWeights, GPT2Weights
 from .errors import WeightsError
@@ -25,6 +26,9 @@ class CheckpointMismatchError(WeightsError):
 
 # Buffers that transformers saves in some versions; they hold no parameters.
 _IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+# Task heads on top of the model body (GPT2DoubleHeadsModel's multiple-choice summary):
+# a language model does not use them; load_pretrained_parts hands them back.
+TASK_HEAD_PREFIXES = ("multiple_choice_head.",)
 
 _BLOCK_TABLE = {
     # HF name under h.{i}.      fastgpt field    transpose (Conv1D [in, out] -> [out, in])
@@ -126,13 +130,42 @@ def weights_from_hf_state_dict(tensors: dict, config: GPT2Config, source: str = 
 
 
 def load_pretrained(path) -> tuple[GPT2Config, GPT2Weights]:
+    config, weights, _ = load_pretrained_parts(path)
+    return config, weights
+
+
+def load_pretrained_parts(path) -> tuple[GPT2Config, GPT2Weights, dict[str, np.ndarray]]:
+    """The config, the language model's weights and the task-head tensors (TASK_HEAD_PREFIXES,
+    by their checkpoint names; none in a converted folder)."""
     from .files import load_checkpoint_tensors
 
     folder = resolve_model_path(path)
     from ..convert import is_converted, load_converted  # here: convert imports the loaders
 
     if is_converted(folder):  # written by `fastgpt convert`: fastgpt's layout and dtype, mapped as is
-        return load_converted(folder)
+        return (*load_converted(folder), {})
     config = GPT2Config.from_pretrained(folder)
-    tensors = load_checkpoint_tensors(folder)
-    return config, weights_from_hf_state_dict(tensors, config, source=str(folder))
+    tensors = dict(load_checkpoint_tensors(folder))
+    heads = {name: tensors.pop(name) for name in list(tensors) if name.startswith(TASK_HEAD_PREFIXES)}
+    return config, weights_from_hf_state_dict(tensors, config, source=str(folder)), heads
+
+
+def weights_to_hf_state_dict(weights: GPT2Weights, prefix: str = "transformer.") -> dict[str, np.ndarray]:
+    """The inverse of ``weights_from_hf_state_dict``: Hugging Face names and layouts (Conv1D
+    matrices back to ``[in, out]``, as transposed views; 16/8-bit matrices widened to float32;
+    missing biases as zeros),
+    plus ``lm_head.weight`` (the same array as wte when tied) when ``prefix`` is given."""
+    top = {name: as_float32(getattr(weights, field)) for name, field in _TOP_TABLE.items()}
+    # transformers' order: embeddings, blocks, final norm, head
+    tensors = {prefix + name: top[name] for name in ("wte.weight", "wpe.weight")}
+    for i, blk in enumerate(weights.blocks):
+        for name, (field, transposed) in _BLOCK_TABLE.items():
+            arr = getattr(blk, field)
+            if arr is None:                  # a bias-free checkpoint: GPT-2's layout has zero biases
+                arr = np.zeros(getattr(blk, field[:-2] + "_w").shape[0], np.float32)
+            arr = as_float32(arr)
+            tensors[f"{prefix}h.{i}.{name}"] = arr.T if transposed else arr
+    tensors.update({prefix + name: top[name] for name in ("ln_f.weight", "ln_f.bias")})
+    if prefix:
+        tensors["lm_head.weight"] = top["wte.weight"] if weights.tied_head else as_float32(weights.lm_head)
+    return tensors
