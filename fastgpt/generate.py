@@ -4,7 +4,10 @@ Purpose: the decoding controls users know from transformers' ``generate`` and ll
 (greedy or sampling, penalties, n-gram ban, logit bias, min/max new tokens, EOS ids, stop
 strings, seeds), for one prompt or a batch, with streaming and log-probabilities.
 
-Non-goals: beam search, speculative decoding, growing or shrinking the batch while it runs.
+Beam search (``num_beams > 1``) is its own algorithm in ``beam_search.py``; ``generate`` and
+``generate_ids`` hand such calls to it.
+
+Non-goals: speculative decoding, growing or shrinking the batch while it runs.
 
 Design:
 
@@ -58,13 +61,22 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from . import memory
+from .beam_search import BeamSearchOutput, beam_search, check_beam_options
+from .kv_cache import KVCache, Workspace
 from .model import Model, TokenIdError
 from .sampling import SamplingParams, greedy_token, log_softmax, process_logits, sample_token
 
 if TYPE_CHECKING:
     from .tokenizer import IncrementalDecoder, Tokenizer
 
-__all__ = ["GenerationConfig", "GenerationResult", "Generator"]
+__all__ = ["GenerationConfig", "GenerationResult", "GenerationTrace", "Generator"]
+
+
+class PromptIdsError(TokenIdError, TypeError):
+    """prompt_ids that are not lists of integer ids (a ValueError like every bad id; a TypeError
+    too, for callers that caught what this raised before)."""
+
 
 _TRUNCATE = (None, "left")
 _PAD_ID = 0          # fed at padding slots and to finished rows; never attended to or read
@@ -92,9 +104,11 @@ class GenerationConfig:
     ``no_repeat_ngram_size`` (0 = off), ``logit_bias`` ({token id: value added}, -inf bans).
     Ending: ``eos_token_id`` (None = the model's, an id, a list, or [] for none), ``stop``
     (a string or a list of strings). ``seed`` (None or an int >= 0),
-    ``num_return_sequences`` (rows per prompt, sampling only), ``truncate`` (None: a prompt
-    that does not fit ``n_positions - max_new_tokens`` is an error; "left": keep its last
-    tokens).
+    ``num_return_sequences`` (rows per prompt: sampling, or up to ``num_beams`` best beams),
+    ``truncate`` (None: a prompt that does not fit ``n_positions - max_new_tokens`` is an
+    error; "left": keep its last tokens). Beam search (fastgpt/beam_search.py): ``num_beams``
+    (1 = off), ``length_penalty`` (a hypothesis scores its summed log-probabilities / new
+    tokens ** length_penalty), ``early_stopping`` (True, False or "never", as transformers).
     """
 
     max_new_tokens: int = 32
@@ -114,6 +128,9 @@ class GenerationConfig:
     seed: int | None = None
     num_return_sequences: int = 1
     truncate: str | None = None
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
 
     def __post_init__(self):
         self.validate()
@@ -133,7 +150,11 @@ class GenerationConfig:
         n = self.num_return_sequences
         if not _is_int(n) or n < 1:
             raise ValueError(f"`num_return_sequences` must be an integer >= 1, got {n!r}.")
-        if n > 1 and not self.do_sample:
+        check_beam_options(self.num_beams, self.length_penalty, self.early_stopping,
+                           n if self.num_beams > 1 else 1)
+        if self.num_beams > 1 and self.stop is not None:
+            raise ValueError("`stop` strings are not supported with beam search (num_beams > 1).")
+        if n > 1 and not self.do_sample and self.num_beams == 1:
             raise ValueError(
                 f"`num_return_sequences={n}` needs do_sample=True: greedy decoding would "
                 "return the same sequence every time (transformers refuses it too)."
@@ -196,6 +217,7 @@ class GenerationResult:
     likely tokens under the same distribution, in decreasing order (ties: lower id first);
     None unless requested. ``finish_reason``: "length", "stop" or "eos".
     ``prompt_tokens_dropped``: tokens cut from the prompt's start by ``truncate="left"``.
+    ``score``: with beam search, the hypothesis' score (see ``length_penalty``).
     """
 
     text: str | None
@@ -204,6 +226,19 @@ class GenerationResult:
     top_logprobs: list[dict[int, float]] | None = None
     finish_reason: str = "length"
     prompt_tokens_dropped: int = 0
+    score: float | None = None
+
+
+@dataclass
+class GenerationTrace:
+    """:meth:`Generator.trace_ids`' answer: ``results`` (as generate_ids with
+    ``return_result``) and, per generated position, ``logits`` and ``scores``: (rows, vocab)
+    float32, the raw logits and the processed scores each row chose from (a row that had
+    already finished carries its raw logits in both)."""
+
+    results: list[GenerationResult]
+    logits: list[np.ndarray]
+    scores: list[np.ndarray]
 
 
 # --------------------------------------------------------------------------------------
@@ -347,6 +382,7 @@ class _Run:
         V = model.config.vocab_size
         self.model = model
         self.cfg = cfg
+        self.trace: tuple[list, list] | None = None      # (raw logits, scores) per step, when traced
         self.eos = gen._resolve_eos(cfg.eos_token_id)
         self.params = cfg.sampling_params(self.eos).validate(V)
         stops = cfg.stop_strings()
@@ -374,6 +410,7 @@ class _Run:
         eos = frozenset(self.eos)
         fitted = [gen._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, cfg)
                   for i, p in enumerate(prompts)]
+        _check_memory(model, fitted, cfg)
         self.rows = [
             _Row(ids, dropped, cfg.max_new_tokens, eos, stops,
                  gen.tokenizer.decoder() if decode else None,
@@ -421,6 +458,7 @@ class _Run:
         token_buf = np.full((B, 1), _PAD_ID, np.int64)              # (B, 1) reused each step
         scratch = None if self.plain_greedy else np.empty((B, V), np.float32)
         while True:
+            active = None if self.trace is None else np.array([not row.finished for row in rows])
             for b, row in enumerate(rows):
                 if row.finished:
                     token_buf[b, 0] = _PAD_ID
@@ -435,10 +473,21 @@ class _Run:
                     self._score(row, x, token)
                 row.push(token)
                 token_buf[b, 0] = token
+            if active is not None:
+                self._record(logits, scratch, active)
             yield rows
             if all(row.finished for row in rows):
                 return
             logits = model.forward(token_buf, cache=cache, last_only=True)   # (B, V)
+
+    def _record(self, logits: np.ndarray, scratch: np.ndarray | None, active: np.ndarray) -> None:
+        """Keep this step's (B, V) raw logits and scores; rows already finished get their raw
+        logits as scores (nothing chose from them)."""
+        raw = logits.copy()
+        scores = raw.copy() if scratch is None else scratch.copy()
+        scores[~active] = raw[~active]
+        self.trace[0].append(raw)
+        self.trace[1].append(scores)
 
     def run(self) -> list[_Row]:
         for _ in self.steps():
@@ -540,7 +589,7 @@ class Generator:
 
     @staticmethod
     def _id_prompts(prompt_ids) -> tuple[list[list[int]], bool]:
-        bad = TypeError(
+        bad = PromptIdsError(
             "`prompt_ids` must be a list of token ids or a non-empty list of such lists "
             f"(or a 1-D / 2-D integer array), got {_describe(prompt_ids)}"
         )
@@ -577,6 +626,8 @@ class Generator:
             raise TypeError(f"stream takes one prompt (a str), got {_describe(prompt)}; "
                             "for a batch use generate")
         cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_beams != 1:
+            raise ValueError("stream makes one sequence as it goes: beam search (num_beams > 1) needs generate")
         if cfg.num_return_sequences != 1:
             raise ValueError("stream makes one sequence: `num_return_sequences` must be 1, "
                              f"got {cfg.num_return_sequences}; use generate for several")
@@ -594,6 +645,8 @@ class Generator:
         if not single:
             raise TypeError("iter_ids takes one prompt (a list of ids); for a batch use generate_ids")
         cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_beams != 1:
+            raise ValueError("iter_ids makes one sequence as it goes: beam search (num_beams > 1) needs generate_ids")
         if cfg.num_return_sequences != 1:
             raise ValueError("iter_ids makes one sequence: `num_return_sequences` must be 1, "
                              f"got {cfg.num_return_sequences}; use generate_ids for several")
@@ -617,6 +670,10 @@ class Generator:
         """
         cfg = self._config(max_new_tokens, config, options)
         prompts, single = self._encode_prompts(prompt)
+        if cfg.num_beams > 1:
+            results = self._beam_results(prompts, cfg, return_logprobs or top_logprobs)
+            out = results if return_result else [r.text for r in results]
+            return out[0] if single and cfg.num_return_sequences == 1 else out
         run = _Run(self, prompts, cfg, need_text=True, want_logprobs=return_logprobs,
                    top_logprobs=top_logprobs)
         rows = run.run()
@@ -636,6 +693,10 @@ class Generator:
         prompts, single = self._id_prompts(prompt_ids)
         cfg = self._config(max_new_tokens, config, options)
         as_result = return_result or return_logprobs or (_is_int(top_logprobs) and top_logprobs > 0)
+        if cfg.num_beams > 1:
+            results = self._beam_results(prompts, cfg, return_logprobs or top_logprobs)
+            out = results if as_result else [r.token_ids for r in results]
+            return out[0] if single and cfg.num_return_sequences == 1 else out
         run = _Run(self, prompts, cfg, need_text=False, want_logprobs=return_logprobs,
                    top_logprobs=top_logprobs)
         if as_result and self.tokenizer is not None:
@@ -645,6 +706,72 @@ class Generator:
         rows = run.run()
         out = [row.result() if as_result else list(row.ids) for row in rows]
         return out[0] if single and cfg.num_return_sequences == 1 else out
+
+
+    def trace_ids(self, prompt_ids, max_new_tokens: int | None = None, *, config: GenerationConfig | None = None,
+                  **options) -> "GenerationTrace":
+        """:meth:`generate_ids` (one result per row, grouped by prompt) plus, per generated
+        position, every row's raw logits and its scores after the processors (what it chose
+        from), as transformers' ``output_logits`` / ``output_scores``."""
+        prompts, _ = self._id_prompts(prompt_ids)
+        cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_beams > 1:
+            raise ValueError("trace_ids follows one sequence per row: for beam search use beam_search()")
+        run = _Run(self, prompts, cfg, need_text=False, want_logprobs=False, top_logprobs=0)
+        run.trace = ([], [])
+        rows = run.run()
+        return GenerationTrace([row.result() for row in rows], run.trace[0], run.trace[1])
+
+    # -- beam search ----------------------------------------------------------------------------
+    def beam_search(self, prompt_ids, max_new_tokens: int | None = None, *, config: GenerationConfig | None = None,
+                    return_scores: bool = False, return_logits: bool = False, **options) -> BeamSearchOutput:
+        """Beam search (fastgpt/beam_search.py) from one prompt or a batch of id lists: each
+        prompt's ``num_return_sequences`` best hypotheses with their scores and beam indices,
+        and with ``return_scores`` / ``return_logits`` every step's processed log-probabilities
+        / raw logits. Options as :meth:`generate_ids` (``num_beams`` defaults to 4 here)."""
+        options.setdefault("num_beams", 4)
+        prompts, _ = self._id_prompts(prompt_ids)
+        cfg = self._config(max_new_tokens, config, options)
+        return self._run_beams(prompts, cfg, return_scores, return_logits)
+
+    def _run_beams(self, prompts: list[list[int]], cfg: GenerationConfig, return_scores: bool,
+                   return_logits: bool) -> BeamSearchOutput:
+        eos = self._resolve_eos(cfg.eos_token_id)
+        params = cfg.sampling_params(eos).validate(self.model.config.vocab_size)
+        for i, p in enumerate(prompts):
+            _, dropped = self._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, cfg)
+            if dropped:
+                raise ValueError("truncate='left' is not supported with beam search: shorten the prompt")
+        return beam_search(self.model, prompts, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens,
+                           eos_token_id=eos, params=params, length_penalty=cfg.length_penalty,
+                           early_stopping=cfg.early_stopping, num_return_sequences=cfg.num_return_sequences,
+                           seed=cfg.seed, return_scores=return_scores, return_logits=return_logits)
+
+    def _beam_results(self, prompts: list[list[int]], cfg: GenerationConfig, logprobs) -> list[GenerationResult]:
+        if logprobs:
+            raise ValueError("log-probabilities are not reported with beam search (num_beams > 1)")
+        eos = frozenset(self._resolve_eos(cfg.eos_token_id))
+        results = []
+        for hyps in self._run_beams(prompts, cfg, False, False).hypotheses:
+            for h in hyps:
+                ended = bool(h.token_ids) and h.token_ids[-1] in eos
+                kept = h.token_ids[:-1] if ended else h.token_ids       # text stops before EOS, as elsewhere
+                text = None if self.tokenizer is None else self.tokenizer.decode(kept)
+                results.append(GenerationResult(text, h.token_ids, finish_reason="eos" if ended else "length",
+                                                score=h.score))
+        return results
+
+
+def _check_memory(model: Model, fitted: list, cfg: GenerationConfig) -> None:
+    """MemoryLimitError naming num_return_sequences and the prompts if the call's cache and
+    prefill activations cannot fit, before any row is built."""
+    n_rows = len(fitted) * cfg.num_return_sequences
+    longest = max(len(ids) for ids, _ in fitted)
+    slots = longest + cfg.max_new_tokens
+    prefill_positions = n_rows * min(longest, model.prefill_chunk)
+    need = KVCache.nbytes_for(model.config, n_rows, slots, model.kv_dtype) + Workspace.nbytes_for(model.config, prefill_positions, n_rows)
+    memory.require(need, f"generating {n_rows} rows (num_return_sequences={cfg.num_return_sequences} x "
+                         f"{len(fitted)} prompt(s)) of up to {slots} tokens")
 
 
 def _stream_text(run: _Run):
