@@ -73,7 +73,7 @@ int fg_amx_available(void) {
 #endif
 }
 
-/* Prepared x, per chunk c of 16 rows (rows past n_rows are zeros):
+/* Prepared x, per chunk c of 16 rows (the columns of rows past n_rows: zeros or stale values, never stored):
  *   int8:     xq[c][b][k4 = 8][16 rows][4] int8 (one B tile per block, 512 B), then
  *             sx[c][b][16] float (at a 64-byte boundary);
  *   bfloat16: xb[c][k][k2 = 16][16 rows][2] bfloat16 (one B tile per step of 32 inputs, 1 KB),
@@ -118,23 +118,34 @@ TARGET_AMX static void configure(int w_cols, int x_rows, int x_cols, int n_y) {
 }
 
 /* Chunk c of x rounded to int8 per block (q8_round_block, as csrc/qgemm.c): per block, the 16
- * rows' 8 dwords of 4 inputs are transposed in registers into the tile's 8 rows of 16 dwords. */
+ * rows' 8 dwords of 4 inputs are transposed in registers into the tile's 8 rows of 16 dwords. A
+ * chunk of few rows (a decode step of a small batch) stores its dwords one by one instead; the
+ * columns of missing rows then keep whatever they held (their results are never stored). */
 TARGET_AVX static void prep_i8_chunk(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t c,
                                      int8_t *xq) {
     const ptrdiff_t nb = n_in / FG_Q8_BLOCK, nv = n_rows - 16 * c < 16 ? n_rows - 16 * c : 16;
     float *sx = (float *)(xq + align64(chunks_of(n_rows) * nb * 512));
     for (ptrdiff_t b = 0; b < nb; b++) {
+        int8_t *tile = xq + (c * nb + b) * 512;
         __m512 rows[16], t[16];
         _Alignas(64) float d[16] = {0};
-        for (ptrdiff_t q = 0; q < 16; q++) {
+        for (ptrdiff_t q = 0; q < (nv < 8 ? nv : 16); q++) {
             __m512i q_lo = _mm512_setzero_si512(), q_hi = _mm512_setzero_si512();
             if (q < nv) d[q] = q8_round_block(x + (16 * c + q) * xs + b * FG_Q8_BLOCK, &q_lo, &q_hi);
             __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q_lo)),
                                                     _mm512_cvtepi32_epi8(q_hi), 1);
-            rows[q] = _mm512_castsi512_ps(_mm512_castsi256_si512(bytes));
+            if (nv < 8) {
+                _Alignas(32) int32_t dwords[8];
+                _mm256_store_si256((__m256i *)dwords, bytes);
+                for (int k4 = 0; k4 < 8; k4++) memcpy(tile + k4 * 64 + q * 4, &dwords[k4], 4);
+                sx[(c * nb + b) * 16 + q] = d[q];
+            } else {
+                rows[q] = _mm512_castsi512_ps(_mm512_castsi256_si512(bytes));
+            }
         }
+        if (nv < 8) continue;
         transpose16_avx512(rows, t);
-        for (int k4 = 0; k4 < 8; k4++) _mm512_store_ps((float *)(xq + (c * nb + b) * 512 + k4 * 64), t[k4]);
+        for (int k4 = 0; k4 < 8; k4++) _mm512_store_ps((float *)(tile + k4 * 64), t[k4]);
         _mm512_store_ps(sx + (c * nb + b) * 16, _mm512_load_ps(d));
     }
 }
