@@ -769,7 +769,7 @@ def _check_memory(model: Model, fitted: list, cfg: GenerationConfig) -> None:
     longest = max(len(ids) for ids, _ in fitted)
     slots = longest + cfg.max_new_tokens
     prefill_positions = n_rows * min(longest, model.prefill_chunk)
-    need = KVCache.nbytes_for(model.config, n_rows, slots) + Workspace.nbytes_for(model.config, prefill_positions, n_rows)
+    need = KVCache.nbytes_for(model.config, n_rows, slots, model.kv_dtype) + Workspace.nbytes_for(model.config, prefill_positions, n_rows)
     memory.require(need, f"generating {n_rows} rows (num_return_sequences={cfg.num_return_sequences} x "
                          f"{len(fitted)} prompt(s)) of up to {slots} tokens")
 
