@@ -56,6 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cli_args import positive_int
 from .config import PRESETS, GPT2Config
 from .quant import DTYPES, dequantize_weights, quantize_weights, weights_dtype
 from .weights import GPT2Weights
@@ -794,7 +795,6 @@ def _dtype_list(text: str) -> list[str]:
 
 def add_bench_parser(subparsers):
     """Register ``bench`` on the CLI's subparsers; returns the subparser."""
-    from .cli import _positive_int  # imported here: cli imports this module to build its parser
 
     p = subparsers.add_parser(
         "bench", help="measure prefill and decode speed against the machine's memory-bandwidth limit",
@@ -807,11 +807,11 @@ def add_bench_parser(subparsers):
                      help=f"a model with these shapes and random weights (seed {SEED}), built in memory")
     p.add_argument("--backend", choices=("all", "auto") + ENGINE_BACKENDS, default="all",
                    help="backends to measure; all/auto = every available one (default: all)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for kernels, BLAS, torch and the bandwidth probe (default: all cores)")
-    p.add_argument("--prompt-tokens", type=_positive_int, default=128, help="prompt length (default: 128)")
-    p.add_argument("--new-tokens", type=_positive_int, default=64, help="tokens to generate, >= 2 (default: 64)")
-    p.add_argument("--repeat", type=_positive_int, default=5,
+    p.add_argument("--prompt-tokens", type=positive_int, default=128, help="prompt length (default: 128)")
+    p.add_argument("--new-tokens", type=positive_int, default=64, help="tokens to generate, >= 2 (default: 64)")
+    p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed runs per engine after one warm-up (default: 5)")
     p.add_argument("--compare", choices=("transformers",), default=None,
                    help="also run GPT2LMHeadModel.generate on the same weights, interleaved")

@@ -9,43 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backend import BACKENDS
-from .quant import DTYPES
-from .registry import DEFAULT_MODEL, bundled_models
-
-
-class UsageError(ValueError):
-    """A command-line mistake to report in one line."""
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> None:
-    p.add_argument("--model", "-m", required=model_required,
-                   help="a Hugging Face GPT-2 folder or a bundled model name"
-                        + ("" if model_required else f" (default: {DEFAULT_MODEL})"))
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="kernels to run (default: auto)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="threads for kernels and BLAS (default: all cores)")
-    p.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="hold the weight matrices in this dtype (default: as stored: float32, or a converted folder's)")
+from .cli_args import UsageError, add_model_args, load_model_and_tokenizer, model_name, non_negative_int, positive_int
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +19,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
                    help="sample instead of taking the argmax; --temperature, --top-k, --top-p and "
                         "--min-p act only with it (without it they are ignored, with a warning)")
     g.add_argument("--temperature", type=float, help="divide logits by T > 0 before the filters (default 1)")
-    g.add_argument("--top-k", type=_non_negative_int, help="keep the K most likely tokens (0: off)")
+    g.add_argument("--top-k", type=non_negative_int, help="keep the K most likely tokens (0: off)")
     g.add_argument("--top-p", type=float, help="keep the smallest set of mass >= P, in (0, 1] (1: off)")
     g.add_argument("--min-p", type=float, help="drop tokens below P times the top probability (0: off)")
     g.add_argument("--repetition-penalty", type=float,
@@ -63,40 +27,19 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--presence-penalty", type=float, help="subtract from generated tokens' logits (OpenAI; 0: off)")
     g.add_argument("--frequency-penalty", type=float,
                    help="subtract count x this from generated tokens' logits (OpenAI; 0: off)")
-    g.add_argument("--no-repeat-ngram-size", type=_non_negative_int, help="never repeat an n-gram of this size (0: off)")
+    g.add_argument("--no-repeat-ngram-size", type=non_negative_int, help="never repeat an n-gram of this size (0: off)")
     g.add_argument("--logit-bias", type=_logit_bias_item, action="append", metavar="ID=VALUE",
                    help="add VALUE to token ID's logit (-inf bans it); repeatable")
-    g.add_argument("--min-new-tokens", type=_non_negative_int, help="no end-of-text before this many tokens")
-    g.add_argument("--eos-token-id", type=_non_negative_int, action="append", metavar="ID",
+    g.add_argument("--min-new-tokens", type=non_negative_int, help="no end-of-text before this many tokens")
+    g.add_argument("--eos-token-id", type=non_negative_int, action="append", metavar="ID",
                    help="end a sequence at this token (default: the model's); repeatable")
     g.add_argument("--ignore-eos", action="store_true", help="never end at an end-of-text token")
     g.add_argument("--stop", action="append", metavar="STR",
                    help="end before this text (not printed); \\n, \\t, \\r are unescaped; repeatable")
-    g.add_argument("--seed", type=_non_negative_int, help="seed for sampling: same seed, same text (default: random)")
-    g.add_argument("--num-return-sequences", type=_positive_int, help="samples per prompt (with --do-sample)")
+    g.add_argument("--seed", type=non_negative_int, help="seed for sampling: same seed, same text (default: random)")
+    g.add_argument("--num-return-sequences", type=positive_int, help="samples per prompt (with --do-sample)")
     g.add_argument("--truncate", choices=["left"],
                    help="drop a too-long prompt's first tokens instead of failing (a note goes to stderr)")
-
-
-def _model_name(args) -> str:
-    if args.model:
-        return args.model
-    if DEFAULT_MODEL in bundled_models():
-        return DEFAULT_MODEL
-    raise UsageError(
-        "no --model given and no bundled model in this install: pass --model DIR, a Hugging Face "
-        "GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt), e.g. one saved by "
-        "transformers' save_pretrained"
-    )
-
-
-def load_model_and_tokenizer(args):
-    from .model import Model
-    from .tokenizer import Tokenizer
-
-    name = _model_name(args)
-    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads, dtype=args.dtype)
-    return model, Tokenizer.from_pretrained(name)
 
 
 def _logit_bias_item(text):
@@ -210,7 +153,7 @@ def cmd_info(args) -> int:
     model, tok = load_model_and_tokenizer(args)
     cfg = model.config
     rows = [
-        ("model", _model_name(args)),
+        ("model", model_name(args)),
         ("layers / width / heads", f"{cfg.n_layer} / {cfg.n_embd} / {cfg.n_head}"),
         ("feed-forward width", cfg.d_ff),
         ("context (n_positions)", cfg.n_positions),
@@ -258,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "--do-sample; options follow transformers' generate.")
     add_model_args(gen)
     gen.add_argument("prompt", nargs="+", help="the text to continue (several: a batch)")
-    gen.add_argument("--max-new-tokens", "-n", type=_non_negative_int, default=64)
+    gen.add_argument("--max-new-tokens", "-n", type=non_negative_int, default=64)
     gen.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     add_generation_args(gen)
     gen.set_defaults(func=cmd_generate)
@@ -270,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     ppl = sub.add_parser("perplexity", help="perplexity of a text file (sliding window)")
     add_model_args(ppl)
     ppl.add_argument("file", help="a UTF-8 text file")
-    ppl.add_argument("--max-length", type=_positive_int, default=None, help="window length (default: n_positions)")
-    ppl.add_argument("--stride", type=_positive_int, default=None,
+    ppl.add_argument("--max-length", type=positive_int, default=None, help="window length (default: n_positions)")
+    ppl.add_argument("--stride", type=positive_int, default=None,
                      help="tokens between window starts (default: max length, no overlap)")
     ppl.set_defaults(func=cmd_perplexity)
 
@@ -282,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .convert import add_convert_parser
 
     add_convert_parser(sub)
+
+    from .serving.serve import add_serve_parser
+
+    add_serve_parser(sub)
+
+    from .serving.bench import add_bench_serve_parser
+
+    add_bench_serve_parser(sub)
     return parser
 
 

@@ -27,7 +27,7 @@ from .sampling import SamplingParams, greedy_token, log_softmax, process_logits,
 if TYPE_CHECKING:
     from .tokenizer import IncrementalDecoder
 
-__all__ = ["GenerationResult", "Sequence", "TokenChooser"]
+__all__ = ["GenerationResult", "Sequence", "TokenChooser", "top_logprobs"]
 
 
 @dataclass
@@ -82,6 +82,14 @@ def partial_stop_len(text: str, stops: tuple[str, ...]) -> int:
     return best
 
 
+def top_logprobs(lp: np.ndarray, n: int) -> dict[int, float]:
+    """The ``n`` (>= 1) most likely ids of one step's log-probabilities lp (V,), as
+    ``{id: logprob}`` in decreasing order (ties: lower id first)."""
+    top = np.argpartition(-lp, n - 1)[:n]                          # (n,) unordered
+    top = top[np.lexsort((top, -lp[top]))]                         # by logprob desc, id asc
+    return {int(t): float(lp[t]) for t in top}
+
+
 class TokenChooser:
     """How one call picks tokens: the processor chain, then argmax or one draw, and which
     log-probabilities it records. Shared by the sequences of a call; holds no per-row state.
@@ -118,9 +126,7 @@ class TokenChooser:
         lp = log_softmax(logits)                                   # (V,) float64
         seq.logprobs.append(float(lp[token]))
         if self.top_n:
-            top = np.argpartition(-lp, self.top_n - 1)[: self.top_n]  # (N,) unordered
-            top = top[np.lexsort((top, -lp[top]))]                # by logprob desc, id asc
-            seq.top_logprobs.append({int(t): float(lp[t]) for t in top})
+            seq.top_logprobs.append(top_logprobs(lp, self.top_n))
 
 
 class Sequence:
