@@ -41,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 
 from .engine import Delta, Done, Engine, EngineObserver, EngineStopped, Failed, PromptLogprobs, QueueFull
 from .protocol import (CompletionRequest, DetokenizeRequest, RequestError, TokenizeRequest, error_body,
-                       parse, token_text)
+                       param_of, parse, token_text)
 
 __all__ = ["create_app"]
 
@@ -343,7 +343,7 @@ class _Completion:
         except EngineStopped as exc:
             raise RequestError(str(exc), None, 503, None, "server_error") from None
         except ValueError as exc:
-            raise RequestError(str(exc), "prompt" if "prompt" in str(exc) else None) from None
+            raise RequestError(str(exc), param_of(str(exc))) from None
 
     # -- building choices ----------------------------------------------------------------------------
     def _prompt_text(self, p: int) -> str:

@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -56,14 +57,15 @@ class Reply:
     events: list = field(default_factory=list)   # [(seconds, json)]
     done: bool = False                           # saw data: [DONE]
     sent: float = 0.0                            # perf_counter when the request went out
-    closed_early: bool = False                   # we hung up after max_events
+    closed_early: bool = False                   # we hung up (hang_up said so)
 
 
-def post(url: str, path: str, payload, *, timeout: float = 60.0, max_events: int | None = None) -> Reply:
+def post(url: str, path: str, payload, *, timeout: float = 60.0,
+         hang_up: Callable[[list], bool] | None = None) -> Reply:
     """POST ``payload`` (a dict, or raw bytes sent as is) to ``url + path`` and read the reply.
 
-    A streamed reply is read event by event; with ``max_events`` the connection is closed
-    after that many events (a client that goes away mid-stream).
+    A streamed reply is read event by event; when ``hang_up(events so far)`` is true the
+    connection is closed (a client that goes away mid-stream).
     """
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
@@ -89,7 +91,7 @@ def post(url: str, path: str, payload, *, timeout: float = 60.0, max_events: int
                 reply.done = True
                 return reply
             reply.events.append((time.perf_counter(), json.loads(data)))
-            if max_events is not None and len(reply.events) >= max_events:
+            if hang_up is not None and hang_up(reply.events):
                 reply.closed_early = True
                 return reply
     finally:

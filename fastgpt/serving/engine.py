@@ -124,6 +124,7 @@ class EngineStats:
     rows_busy: int        # rows (slots) holding a sequence
     max_batch: int
     max_queue: int
+    steps: int            # engine steps run so far
 
 
 class EngineObserver:
@@ -227,6 +228,7 @@ class Engine:
         self._stopping: str | None = None            # guarded by _cond: the reason once stopping
         self._thread: threading.Thread | None = None
         self._running_requests = 0                   # written by the engine thread only
+        self._steps = 0                              # written by the engine thread only
         # The engine thread's own state.
         self._active: list[Request] = []             # admitted, unfinished, in arrival order
         self._slots: list[_Slot | None] = [None] * max_batch
@@ -312,7 +314,7 @@ class Engine:
             waiting = len(self._waiting)
         return EngineStats(running=self._running_requests, waiting=waiting,
                            rows_busy=self.max_batch - len(self._free_rows),
-                           max_batch=self.max_batch, max_queue=self.max_queue)
+                           max_batch=self.max_batch, max_queue=self.max_queue, steps=self._steps)
 
     # -- the engine thread ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -335,6 +337,7 @@ class Engine:
         self._end_all("shutdown", self._stopping)
 
     def _step(self, cancelled: list[Request]) -> None:
+        self._steps += 1
         for request in cancelled:
             self._end(request, "cancelled", "the request was cancelled")
         self._admit()

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..generate import GenerationConfig
 
 __all__ = ["CompletionRequest", "DetokenizeRequest", "RequestError", "TokenizeRequest",
-           "error_body", "parse", "token_text"]
+           "error_body", "param_of", "parse", "token_text"]
 
 #: OpenAI's limits on the legacy endpoint (vLLM's are looser; clients are written for these).
 MAX_LOGPROBS = 20
@@ -165,7 +165,7 @@ class CompletionRequest(_Request):
         try:
             return GenerationConfig(**options)
         except ValueError as exc:
-            raise RequestError(str(exc), _param_of(str(exc))) from None
+            raise RequestError(str(exc), param_of(str(exc))) from None
 
 
 class TokenizeRequest(_Request):
@@ -212,12 +212,13 @@ _API_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "e
               "num_return_sequences": "n", "logit_bias": "logit_bias"}
 
 
-def _param_of(message: str) -> str | None:
-    """The field a library error names (its first `backticked` word), in the API's terms."""
+def param_of(message: str) -> str | None:
+    """The field a library error names (its first `backticked` word, in the API's terms, or a
+    prompt it is about)."""
     m = re.search(r"`([a-z_]+)(?:\[[^\]]*\])?`", message)
-    if m is None:
-        return None
-    return _API_NAMES.get(m.group(1), m.group(1))
+    if m is not None:
+        return _API_NAMES.get(m.group(1), m.group(1))
+    return "prompt" if "prompt" in message else None
 
 
 def token_text(tokenizer, token_id: int, as_id: bool = False) -> str:

@@ -70,6 +70,7 @@ def cmd_serve(args) -> int:
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     server = _uvicorn_server_class()(config, state)
     host, port = sock.getsockname()[:2]
+    print(f"fastgpt serve: listening on {_base_url(host, port)}; loading {name}", flush=True)
     threading.Thread(target=_announce, args=(server, state, name, host, port), daemon=True).start()
     server.run(sockets=[sock])
     if state.load_error is not None:
@@ -128,14 +129,17 @@ def _announce(server, state, name: str, host: str, port: int) -> None:
         return
     engine = state.engine
     model = engine.model
-    shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{port}"
+    base = _base_url(host, port)
     print(f"fastgpt serve: {name} ready ({model.dtype}, {model.backend.name} backend, "
           f"{model.num_threads} threads, {engine.max_batch} slots, queue {engine.max_queue}, "
           f"prefill chunk {engine.prefill_chunk})\n"
           f"  OpenAI API: {base}/v1   (e.g. OpenAI(base_url=\"{base}/v1\", api_key=\"unused\"))\n"
           f"  web page:   {base}/\n"
           f"  metrics:    {base}/metrics", flush=True)
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _uvicorn_server_class():
