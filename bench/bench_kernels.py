@@ -8,6 +8,7 @@ Dimension legend: N rows (1 token, or a 128-token prefill chunk), C 768, F 3072,
 H 12 heads, D 64 head width, L cached positions.
 """
 
+import numpy as np
 import pytest
 
 from fastgpt.config import PRESETS
@@ -43,14 +44,15 @@ def test_gelu(benchmark, backend, rng, rows):
 def test_attention_one_token(benchmark, backend, rng, cold_copies, length):
     # The newest token (cache slot length - 1) attends over all `length` cached positions.
     benchmark.group = f"attention 1 token over {length} positions"
-    q = _normal(rng, 1, 1, H, D)                                     # (B, T, H, D)
+    qkv = _normal(rng, 1, 1, 3 * H * D)                              # (B, T, 3C)
     caches = cold_copies(_normal(rng, 1, H, length, D), _normal(rng, 1, H, length, D))  # (B, H, L, D) each
-    start = rng.integers(0, 1, 1)                                    # (B,) no left padding
+    rows, start = np.zeros(1, np.int64), np.zeros(1, np.int64)      # one row, no left padding
+    slots = np.array([length - 1])                                  # (B,) the new token's slot
     out = _normal(rng, 1, 1, H, D)
 
     def attend():
         k, v = next(caches)
-        return backend.attention(q, k, v, start, length - 1, out)
+        return backend.attention(qkv, k, v, rows, start, slots, out)
 
     benchmark(attend)
 

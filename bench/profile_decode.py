@@ -99,7 +99,7 @@ def main():
 
 def fused_step_times(model, cache, token, steps):
     """(step time, time inside the fused call) per decode step, or None if the backend has none."""
-    if model.backend.decoder(model.weights, model.config, cache) is None:
+    if model.backend.decoder(model.weights, model.config, cache, cache.workspace(1), 1) is None:
         return None
     inside = [0.0]
     find = model.backend.decoder
@@ -108,9 +108,9 @@ def fused_step_times(model, cache, token, steps):
         def __init__(self, decoder):
             self.decoder = decoder
 
-        def step(self, pos):
+        def step(self, rows, slots):
             t0 = time.perf_counter()
-            logits = self.decoder.step(pos)
+            logits = self.decoder.step(rows, slots)
             inside[0] += time.perf_counter() - t0
             return logits
 

@@ -66,19 +66,19 @@ static void add_band(const fg_decoder *d, float *x, const float *y, ptrdiff_t o0
         for (ptrdiff_t o = o0; o < o1; o++) x[r * d->n_embd + o] = x[r * d->n_embd + o] + y[r * d->n_embd + o];
 }
 
-/* Each (row, head) appends its key and value at slot pos and attends over its visible slots. */
-static void attend_items(const fg_decoder *d, const fg_block *blk, ptrdiff_t pos, int nt, int tid) {
+/* Each (row, head) appends its key and value at its row's slot and attends over its visible slots. */
+static void attend_items(const fg_decoder *d, const fg_block *blk, int nt, int tid) {
     const ptrdiff_t C = d->n_embd, H = d->n_head, D = d->head_dim, S = d->n_slots;
     const ptrdiff_t n_items = d->n_rows * H, chunk = (n_items + nt - 1) / nt;
     const float scale = (float)(1.0 / sqrt((double)D));
     float *scores = d->scores + tid * d->scores_stride;
     for (ptrdiff_t item = tid * chunk; item < min_pd(n_items, (tid + 1) * chunk); item++) {
-        const ptrdiff_t b = item / H, hh = item % H;
+        const ptrdiff_t b = item / H, hh = item % H, r = d->rows[b], pos = d->slots[b];
         const float *q = d->qkv + b * 3 * C + hh * D;
-        float *k = blk->k + (b * H + hh) * S * D, *v = blk->v + (b * H + hh) * S * D;
+        float *k = blk->k + (r * H + hh) * S * D, *v = blk->v + (r * H + hh) * S * D;
         memcpy(k + pos * D, q + C, (size_t)D * sizeof(float));
         memcpy(v + pos * D, q + 2 * C, (size_t)D * sizeof(float));
-        const ptrdiff_t first = d->start[b] <= pos ? d->start[b] : pos;
+        const ptrdiff_t first = d->start[r] <= pos ? d->start[r] : pos;
         fg_attend_one_f32(q, k, v, D, first, pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
     }
 }
@@ -104,7 +104,7 @@ static void normed_input(const fg_decoder *d, const float *g, const float *b, co
     FG_BARRIER();
 }
 
-static void decode_thread(const fg_decoder *d, ptrdiff_t pos, int nt, int tid) {
+static void decode_thread(const fg_decoder *d, int nt, int tid) {
     const ptrdiff_t F = d->n_ff;
     ptrdiff_t o0, o1;
     for (ptrdiff_t layer = 0; layer < d->n_layer; layer++) {
@@ -113,7 +113,7 @@ static void decode_thread(const fg_decoder *d, ptrdiff_t pos, int nt, int tid) {
         normed_input(d, blk->ln1_g, blk->ln1_b, &blk->qkv, d->h, nt, tid);
         product(d, &blk->qkv, d->h, d->qkv, nt, tid, &o0, &o1);
         FG_BARRIER();
-        attend_items(d, blk, pos, nt, tid);
+        attend_items(d, blk, nt, tid);
         FG_BARRIER();
         residual_product(d, &blk->attn_proj, d->attn, nt, tid);
 
@@ -138,12 +138,17 @@ ptrdiff_t fg_decode_prep_bytes(ptrdiff_t n_rows, ptrdiff_t n_embd, ptrdiff_t n_f
     return most;
 }
 
-void fg_decode_step(const fg_decoder *d, ptrdiff_t pos, int n_threads) {
+void fg_decode_step(const fg_decoder *dec, ptrdiff_t n_rows, const int64_t *rows, const int64_t *slots,
+                    int n_threads) {
+    fg_decoder d = *dec; /* this step's rows: the first n_rows of the workspace */
+    d.n_rows = n_rows;
+    d.rows = rows;
+    d.slots = slots;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
-    decode_thread(d, pos, omp_get_num_threads(), omp_get_thread_num());
+    decode_thread(&d, omp_get_num_threads(), omp_get_thread_num());
 #else
     (void)n_threads;
-    decode_thread(d, pos, 1, 0);
+    decode_thread(&d, 1, 0);
 #endif
 }

@@ -166,7 +166,7 @@ typedef struct {
 typedef struct {
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     fg_matrix qkv, attn_proj, fc, proj;
-    float *k, *v; /* this layer's cache [n_rows, n_head, n_slots, head_dim] */
+    float *k, *v; /* this layer's cache [cache rows, n_head, n_slots, head_dim] */
 } fg_block;
 
 /* Rows of the workspace are contiguous: x, h, attn, last [n_rows, n_embd], qkv [n_rows, 3 n_embd],
@@ -179,17 +179,21 @@ typedef struct {
     const fg_block *blocks;
     const float *lnf_g, *lnf_b;
     fg_matrix head;
-    const int64_t *start; /* first real slot of each row (left padding) */
+    const int64_t *start;        /* first real slot of each cache row (left padding) */
+    const int64_t *rows, *slots; /* set by fg_decode_step: workspace row b is cache row rows[b], at slots[b] */
     float *x, *h, *qkv, *attn, *ff, *last, *logits;
     void *prep;
     float *scores;
     ptrdiff_t scores_stride;
 } fg_decoder;
 
-/* One new token per row at slot pos: x holds its embedding on entry and the last block's output
- * on return; every block's key and value are appended at pos; last = ln_f(x); logits = head(last).
- * Bitwise the result of running the same kernels op by op (see csrc/decode.c). */
+/* One new token for each of n_rows cache rows (rows[b] at slot slots[b]; n_rows <= dec->n_rows, the
+ * workspace's capacity; distinct rows): x's first n_rows rows hold their embeddings on entry and the
+ * last block's output on return; every block's key and value are appended at the rows' slots;
+ * last = ln_f(x); logits = head(last). Bitwise the result of running the same kernels op by op
+ * (see csrc/decode.c). */
 ptrdiff_t fg_decode_prep_bytes(ptrdiff_t n_rows, ptrdiff_t n_embd, ptrdiff_t n_ff, int qlevel);
-void fg_decode_step(const fg_decoder *dec, ptrdiff_t pos, int n_threads);
+void fg_decode_step(const fg_decoder *dec, ptrdiff_t n_rows, const int64_t *rows, const int64_t *slots,
+                    int n_threads);
 
 #endif

@@ -8,11 +8,13 @@
 
 from .config import GPT2Config
 from .generate import GenerationConfig, GenerationResult, Generator
+from .kv_cache import CacheBusyError, CacheError, KVCache
 from .model import Model
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["GPT2Config", "GenerationConfig", "GenerationResult", "Generator", "Model", "Tokenizer", "show_config", "__version__"]
+__all__ = ["CacheBusyError", "CacheError", "GPT2Config", "GenerationConfig", "GenerationResult", "Generator", "KVCache",
+           "Model", "Tokenizer", "show_config", "__version__"]
 
 
 def show_config() -> dict:

@@ -115,18 +115,26 @@ def attention_mask(start, pos, T, L):
     return (causal[None] & visible)[:, None]                   # (B, 1, T, L)
 
 
-def attention(q, k_cache, v_cache, start, pos, out):
-    # q: (B, T, H, D); k_cache, v_cache: (B, H, S, D) holding slots [0, pos + T);
-    # start: (B,) first real slot per row; out: (B, T, H, D).
-    B, T, H, D = q.shape
-    L = pos + T
-    k = k_cache[:, :, :L]                                      # (B, H, L, D)
-    v = v_cache[:, :, :L]                                      # (B, H, L, D)
-    scores = np.matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 1, 3, 2))  # (B, H, T, L)
-    scores *= np.float32(1.0 / math.sqrt(D))
-    scores = np.where(attention_mask(start, pos, T, L), scores, np.float32(-np.inf))
-    softmax(scores, out=scores)
-    out[...] = np.matmul(scores, v).transpose(0, 2, 1, 3)    # (B, T, H, D)
+def attention(qkv, k_cache, v_cache, rows, start, slots, out):
+    # qkv: (B, T, 3C) the new queries, keys and values of B rows; k_cache, v_cache: (R, H, S, D),
+    # one layer's cache of R >= B rows; rows: (B,) the cache row of each; start: (R,) first real
+    # slot per cache row; slots: (B,) each row's first new slot; out: (B, T, H, D).
+    # Appends each row's keys and values at its slots, then attends over its visible slots.
+    B, T, H, D = out.shape
+    qkv = qkv.reshape(B, T, 3, H, D)
+    scale = np.float32(1.0 / math.sqrt(D))
+    for i, r in enumerate(rows):
+        pos = int(slots[i])
+        L = pos + T
+        k_cache[r, :, pos:L] = qkv[i, :, 1].transpose(1, 0, 2)        # (H, T, D)
+        v_cache[r, :, pos:L] = qkv[i, :, 2].transpose(1, 0, 2)
+        q = qkv[i, :, 0].transpose(1, 0, 2)                           # (H, T, D)
+        scores = np.matmul(q, k_cache[r, :, :L].transpose(0, 2, 1))   # (H, T, L)
+        scores *= scale
+        visible = attention_mask(start[r:r + 1], pos, T, L)[0]         # (1, T, L)
+        scores = np.where(visible, scores, np.float32(-np.inf))
+        softmax(scores, out=scores)
+        out[i] = np.matmul(scores, v_cache[r, :, :L]).transpose(1, 0, 2)   # (T, H, D)
     return out
 
 

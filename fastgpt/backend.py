@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 
-from . import _numpy_ops as ref
-from . import quant
-from .quant import QuantizedWeight
+from .numpy_backend import NumpyBackend
 from .threads import ThreadSettings
 
 BACKENDS = ("auto", "numpy", "cython")
@@ -23,36 +21,6 @@ BACKENDS = ("auto", "numpy", "cython")
 
 class BackendError(ValueError):
     """An unknown backend name, or a backend that is not available in this install."""
-
-
-class NumpyBackend:
-    name = "numpy"
-
-    def __init__(self, threads: ThreadSettings):
-        self.threads = threads
-
-    def layer_norm(self, x, g, b, eps, out):
-        return ref.layer_norm(x, g, b, eps, out)
-
-    def activation(self, kind, x, out):
-        return ref.ACTIVATION_FUNCTIONS[kind](x, out)
-
-    def linear(self, x, w, b, out):
-        if isinstance(w, QuantizedWeight):  # 16/8-bit weights: dequantize, then matmul (the spec)
-            return quant.linear_ref(x, w, b, out)
-        return ref.linear(x, w, b, out)
-
-    def attention(self, q, k_cache, v_cache, start, pos, out):
-        return ref.attention(q, k_cache, v_cache, start, pos, out)
-
-    def add(self, x, y, out):
-        return ref.add(x, y, out)
-
-    def decoder(self, weights, config, cache):
-        """Something whose ``step(pos)`` runs a whole decode step (one new token per row, the
-        embeddings already in the cache's workspace) and returns the logits; or None, and the
-        model runs op by op. The reference has none."""
-        return None
 
 
 def kernels_available() -> bool:

@@ -3,15 +3,17 @@
 Each override receives arrays that the model allocated (float32, C-contiguous) and the
 kernels re-check shapes before releasing the GIL. Cases a kernel does not handle fall back
 to the NumPy reference via ``super()``.
+
+The backend holds settings only. Scratch that kernels write with the GIL released, and the
+fused decoder (which points into the cache and its workspace), live in the calling cache's
+workspace: threads that share a model never share a buffer.
 """
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
-from .backend import NumpyBackend
+from .numpy_backend import NumpyBackend
 from .kernels import _attention, _decode, _elementwise, _linear
 from .kernels import _quant
 from .quant import QuantizedWeight
@@ -28,12 +30,9 @@ class CythonBackend(NumpyBackend):
 
     def __init__(self, threads):
         super().__init__(threads)
-        self._scratch = np.empty((0, 0), np.float32)
-        self._quant_scratch = np.empty(0, np.uint8)  # decoding's prepared x, grown once
         #: Whether decode steps run as one call (kernels/_decode.pyx); False runs them op by op,
         #: bitwise the same (the tests compare the two).
         self.fuse_decode = True
-        self._decoders = weakref.WeakKeyDictionary()  # cache -> (weights, workspace, Decoder)
 
     def layer_norm(self, x, g, b, eps, out):
         if not x.flags.c_contiguous:
@@ -43,14 +42,14 @@ class CythonBackend(NumpyBackend):
     def activation(self, kind, x, out):
         return _elementwise.activation(kind, x, out, self.threads.num_threads)
 
-    def linear(self, x, w, b, out):
+    def linear(self, x, w, b, out, ws=None):
         # x: (N, in); w: (out, in) row-major; b: (out,) or None; out: (N, out).
         if isinstance(w, QuantizedWeight):  # 16/8-bit weights: fused kernels (kernels/_quant.pyx)
-            if x.shape[0] <= _quant.DECODE_MAX_ROWS:
+            scratch = None                  # without a workspace the kernel allocates its own
+            if ws is not None and x.shape[0] <= _quant.DECODE_MAX_ROWS:
                 need = _quant.scratch_bytes(w.format, x.shape[0], x.shape[1])
-                if self._quant_scratch.shape[0] < need:
-                    self._quant_scratch = np.empty(need, np.uint8)
-            return _quant.linear(x, w, b, out, self.threads.num_threads, scratch=self._quant_scratch)
+                scratch = ws.scratch("quant_prep", (need,), np.uint8)
+            return _quant.linear(x, w, b, out, self.threads.num_threads, scratch=scratch)
         if w.dtype != np.float32:
             return super().linear(x, w, b, out)
         if x.shape[0] <= MATVEC_MAX_ROWS:
@@ -59,29 +58,28 @@ class CythonBackend(NumpyBackend):
             return _linear.gemm(x, w, b, out, self.threads.num_threads)
         return super().linear(x, w, b, out)
 
-    def attention(self, q, k_cache, v_cache, start, pos, out):
+    def attention(self, qkv, k_cache, v_cache, rows, start, slots, out, ws=None):
         # Four score rows per thread: the prefill kernel scores four queries at once.
-        rows, length = 4 * self.threads.num_threads, pos + q.shape[1]
-        if self._scratch.shape[0] < rows or self._scratch.shape[1] < length:
-            self._scratch = np.empty((rows, k_cache.shape[2]), np.float32)
-        return _attention.attention(q, k_cache, v_cache, start, pos, out, self._scratch, self.threads.num_threads)
+        shape = (4 * self.threads.num_threads, k_cache.shape[2])
+        scratch = np.empty(shape, np.float32) if ws is None else ws.scratch("attention", shape, np.float32)
+        return _attention.attention(qkv, k_cache, v_cache, rows, start, slots, out, scratch,
+                                    self.threads.num_threads)
 
     def add(self, x, y, out):
         return _elementwise.add(x, y, out)
 
-    def decoder(self, weights, config, cache):
+    def decoder(self, weights, config, cache, ws, n_rows):
+        """The fused step for this cache and workspace, built once and kept in the workspace."""
         if not self.fuse_decode:
             return None
-        ws = cache.workspace(cache.batch_size)
-        entry = self._decoders.get(cache)
-        if entry is None or entry[0] is not weights or entry[1] is not ws or entry[2].n_threads != self.threads.num_threads:
-            # The fused step runs the row kernels that linear picks for few rows; with more rows
-            # linear switches to the GEMMs, and op by op is what matches that.
-            if cache.batch_size > _fused_max_rows(weights):
-                return None
-            decoder = _decode.Decoder(weights, config, cache.k, cache.v, cache.start, ws, self.threads.num_threads)
-            entry = self._decoders[cache] = (weights, ws, decoder)
-        return entry[2]
+        entry = ws.decoder
+        n_threads = self.threads.num_threads
+        if entry is None or entry[0] is not weights or entry[1].n_threads != n_threads:
+            decoder = _decode.Decoder(weights, config, cache.k, cache.v, cache.start, ws, n_threads)
+            entry = ws.decoder = (weights, decoder, _fused_max_rows(weights))
+        # The fused step runs the row kernels that linear picks for few rows; with more rows
+        # linear switches to the GEMMs, and op by op is what matches that.
+        return entry[1] if n_rows <= entry[2] else None
 
 
 _MATRICES = tuple(name for name in QUANTIZABLE if name not in ("wte", "lm_head"))

@@ -258,6 +258,10 @@ class Generator:
     ``gen.stream("prompt", ...)`` -> text pieces as they become final;
     ``gen.iter_ids(ids, ...)`` -> new ids one at a time. Options: see
     :class:`GenerationConfig`; all are keyword-only.
+
+    Thread-safe: one Generator (and its Model) may serve any number of threads at once; each
+    call owns its KV cache and RNG and gives bitwise what it gives alone. A stream or iterator
+    belongs to the thread that iterates it.
     """
 
     def __init__(self, model: Model, tokenizer: Tokenizer | None = None):

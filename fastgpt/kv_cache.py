@@ -1,14 +1,25 @@
 """The preallocated key/value cache and the activation workspace that goes with it.
 
-Keys and values for every layer are allocated once for ``max_len`` positions and written in
-place; decoding never grows or copies them. Layout ``[layer, batch, head, slot, dim]`` puts
+Keys and values for every layer are allocated once for ``max_len`` slots and written in
+place; decoding never grows or copies them. Layout ``[layer, row, head, slot, dim]`` puts
 each head's keys in one contiguous ``(slot, dim)`` block, which is what attention reads.
 
-Rows of a batch may be left-padded: ``start[b]`` is the first real slot of row ``b``.
-Positions (for ``wpe``) count from there, and attention ignores the slots before it.
+Rows are independent: row ``b`` holds ``lengths[b]`` filled slots, and its next token goes to
+slot ``lengths[b]``. A row may also be left-padded: ``start[b]`` is its first real slot;
+positions (for ``wpe``) count from there and attention ignores the slots before it. A batch
+of prompts (``Generator``) left-pads rows to one length; a server resets and refills rows on
+their own, so its rows have different lengths.
+
+A cache and its workspace belong to one call at a time. All scratch that a forward pass
+writes with the GIL released lives here, never on the model or the backend, which is what
+lets many threads share one model: each brings its own cache. ``in_use`` refuses a second
+concurrent user of the same cache instead of letting the two corrupt each other.
 """
 
 from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -19,8 +30,13 @@ class CacheError(ValueError):
     """A forward pass does not fit the cache it was given."""
 
 
+class CacheBusyError(CacheError):
+    """A cache used by two calls at once (a cache belongs to one call at a time)."""
+
+
 class Workspace:
-    """Activation buffers for up to ``rows`` = batch * new positions at once."""
+    """Activation buffers for up to ``rows`` = batch * new positions at once, plus the scratch
+    the backend's kernels need (``scratch``), and the backend's fused decoder for this cache."""
 
     def __init__(self, config: GPT2Config, rows: int, batch_size: int):
         C, F = config.n_embd, config.d_ff
@@ -33,9 +49,29 @@ class Workspace:
         self.last = np.empty((batch_size, C), np.float32)  # final-normed last positions
         self.logits = np.empty((batch_size, config.vocab_size), np.float32)
         self.positions = np.empty(rows, np.int64)
+        self._scratch: dict[str, np.ndarray] = {}
+        #: The backend's fused decode step built for these buffers (see CythonBackend.decoder).
+        self.decoder = None
+
+    def scratch(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A buffer of at least ``shape`` (reused; reallocated only when it must grow)."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.dtype != dtype or buf.ndim != len(shape) or any(
+                have < need for have, need in zip(buf.shape, shape)):
+            grown = shape if buf is None or buf.ndim != len(shape) else tuple(
+                max(have, need) for have, need in zip(buf.shape, shape))
+            buf = self._scratch[name] = np.empty(grown, dtype)
+        return buf
 
 
 class KVCache:
+    """Keys and values of ``batch_size`` independent rows of up to ``max_len`` slots each.
+
+    ``lengths[b]``: slots filled in row b; ``start[b]``: row b's first real slot (left
+    padding). Use one cache per call: a cache used from two threads at once raises
+    :class:`CacheBusyError`.
+    """
+
     def __init__(self, config: GPT2Config, batch_size: int = 1, max_len: int | None = None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise CacheError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -50,26 +86,73 @@ class KVCache:
         self.k = np.zeros(shape, np.float32)
         self.v = np.zeros(shape, np.float32)
         self.start = np.zeros(batch_size, np.int64)
-        self.pos = 0
+        self.lengths = np.zeros(batch_size, np.int64)
         self._workspace: Workspace | None = None
+        self._lock = threading.Lock()
 
-    def reset(self) -> None:
-        """Forget the cached sequence; the memory is kept for the next one."""
-        self.pos = 0
-        self.start[:] = 0
+    # -- the rows' state -------------------------------------------------------------------
+    @property
+    def pos(self) -> int:
+        """The length every row shares; a cache whose rows differ has none (CacheError)."""
+        first = int(self.lengths[0])
+        if (self.lengths != first).any():
+            raise CacheError(f"the cache's rows have different lengths {self.lengths.tolist()}; "
+                             "read cache.lengths")
+        return first
+
+    @pos.setter
+    def pos(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= self.max_len:
+            raise CacheError(f"pos must be an integer in [0, max_len={self.max_len}], got {value!r}")
+        self.lengths[:] = value
+
+    def reset(self, rows=None) -> None:
+        """Forget the given rows (default: all); the memory is kept for their next sequence."""
+        index = slice(None) if rows is None else self.check_rows(rows)
+        self.lengths[index] = 0
+        self.start[index] = 0
 
     def set_left_padding(self, pad_counts) -> None:
         """Declare that row b's first ``pad_counts[b]`` slots are padding (call before prefill)."""
         pad = np.asarray(pad_counts, dtype=np.int64)
         if pad.shape != (self.batch_size,) or (pad < 0).any() or (pad >= self.max_len).any():
             raise CacheError(f"pad_counts must be {self.batch_size} integers in [0, {self.max_len}), got {pad_counts!r}")
-        if self.pos != 0:
+        if self.lengths.any():
             raise CacheError("set_left_padding must be called on an empty cache (after reset())")
         self.start[:] = pad
 
+    def check_rows(self, rows) -> np.ndarray:
+        """``rows`` as distinct row indices of this cache, int64 (CacheError naming the bad one)."""
+        arr = np.asarray(rows)
+        if arr.ndim != 1 or arr.size == 0 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == object):
+            raise CacheError(f"rows must be a non-empty list of row indices, got {rows!r}")
+        try:
+            arr = arr.astype(np.int64, casting="safe" if arr.dtype != object else "unsafe")
+        except (TypeError, ValueError, OverflowError):
+            raise CacheError(f"rows must be a non-empty list of row indices, got {rows!r}") from None
+        bad = (arr < 0) | (arr >= self.batch_size)
+        if bad.any():
+            raise CacheError(f"row {int(arr[bad][0])} is outside the cache's {self.batch_size} rows")
+        if np.unique(arr).size != arr.size:
+            raise CacheError(f"rows must be distinct, got {arr.tolist()}")
+        return arr
+
     @property
     def remaining(self) -> int:
-        return self.max_len - self.pos
+        """Slots left in the fullest row."""
+        return self.max_len - int(self.lengths.max())
+
+    # -- one call at a time ----------------------------------------------------------------
+    @contextmanager
+    def in_use(self):
+        """Hold the cache for one forward pass; a second, concurrent holder is refused."""
+        if not self._lock.acquire(blocking=False):
+            raise CacheBusyError("this KVCache is being used by another call (a thread?); "
+                                 "a cache belongs to one call at a time: give each thread its own")
+        try:
+            yield self
+        finally:
+            self._lock.release()
 
     def workspace(self, rows: int) -> Workspace:
         """Buffers for ``rows`` new activations; reused across calls and grown only for a larger chunk."""

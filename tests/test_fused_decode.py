@@ -74,10 +74,52 @@ def test_int8_fuses_up_to_sixteen_rows_and_others_up_to_eight():
     assert_fused_matches_op_by_op(int8, ids)
     fp32 = Model.random(SMALL, seed=2, backend="cython", num_threads=2)
     cache = fp32.new_cache(batch_size=9, max_len=8)
-    fp32.forward(ids[:9], cache=cache, last_only=True)
-    # nine rows: the linears switch to the GEMM, so the step runs op by op
-    assert fp32.backend.decoder(fp32.weights, fp32.config, cache) is None
-    assert fp32.backend.decoder(fp32.weights, fp32.config, fp32.new_cache(batch_size=8)) is not None
+    ws = cache.workspace(9)
+    # nine rows: the linears switch to the GEMM, so the step runs op by op; eight of the nine fuse
+    assert fp32.backend.decoder(fp32.weights, fp32.config, cache, ws, 9) is None
+    assert fp32.backend.decoder(fp32.weights, fp32.config, cache, ws, 8) is not None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_at_different_lengths_decode_in_one_step(dtype):
+    """A server's cache: rows reset and refilled on their own, decoded together (some of them)."""
+    rng = np.random.default_rng(11)
+    runs = {}
+    for fuse in (True, False):
+        model = Model.random(SMALL, seed=3, backend="cython", num_threads=2, dtype=dtype)
+        model.backend.fuse_decode = fuse
+        fused_steps = count_fused_steps(model)
+        cache = model.new_cache(batch_size=4, max_len=24)
+        rng = np.random.default_rng(11)
+        for row, length in enumerate((5, 1, 9)):          # row 3 stays empty
+            model.forward(rng.integers(0, SMALL.vocab_size, (1, length)), cache=cache, rows=[row])
+        steps = []
+        for rows in ([0, 1, 2], [2, 0], [1], [0, 1, 2]):
+            token = rng.integers(0, SMALL.vocab_size, (len(rows), 1))
+            steps.append(model.forward(token, cache=cache, rows=rows, last_only=True).copy())
+        runs[fuse] = (steps, cache, len(fused_steps))
+    (fused, cache_f, n_fused), (plain, cache_p, _) = runs[True], runs[False]
+    assert n_fused == 4
+    for got, want in zip(fused, plain):
+        assert np.array_equal(got, want), f"logits differ by up to {np.abs(got - want).max()}"
+    assert np.array_equal(cache_f.k, cache_p.k) and np.array_equal(cache_f.v, cache_p.v)
+    assert cache_f.lengths.tolist() == [8, 4, 12, 0]
+
+
+def test_a_row_decoded_among_others_is_bitwise_the_row_alone():
+    """Rows of a batch at different lengths each give what they give in a batch of one."""
+    model = Model.random(SMALL, seed=12, backend="cython", num_threads=2, dtype="int8")
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    together = model.new_cache(batch_size=3, max_len=20)
+    for row, prompt in enumerate(prompts):
+        model.forward([prompt], cache=together, rows=[row])
+    tokens = np.array([[40], [41], [42]])
+    batched = model.forward(tokens, cache=together, last_only=True).copy()
+    for row, prompt in enumerate(prompts):
+        alone = model.new_cache(max_len=20)
+        model.forward([prompt], cache=alone)
+        single = model.forward(tokens[row:row + 1], cache=alone, last_only=True)
+        assert np.array_equal(batched[row], single[0]), f"row {row} differs by {np.abs(batched[row] - single[0]).max()}"
 
 
 @pytest.mark.parametrize("activation", ["gelu_new", "gelu", "relu", "silu", "quick_gelu"])
@@ -139,10 +181,11 @@ def test_fallback_simd_levels_agree_with_the_reference(level):
         want = model.forward(token, cache=cache, last_only=True).copy()
 
         cache.k[...], cache.v[...], cache.pos = snapshot
-        model._embed(token, cache)
+        rows, slots = np.arange(2), cache.lengths.copy()
         ws = cache.workspace(2)
+        model._embed(token, cache, rows, slots, ws)
         decoder = _decode.Decoder(model.weights, cfg, cache.k, cache.v, cache.start, ws, 2, max_level=level)
-        got = decoder.step(cache.pos)
+        got = decoder.step(rows, slots)
         # float32 x at these levels: the spec is linear_ref, up to summation order
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5, err_msg=dtype)
 
@@ -155,13 +198,22 @@ def test_bad_input_raises_before_the_kernel():
     ws = cache.workspace(2)
     args = (model.weights, SMALL, cache.k, cache.v, cache.start, ws, 2)
     decoder = _decode.Decoder(*args)
+    rows = np.arange(2)
     with pytest.raises(ValueError, match="slot 8"):
-        decoder.step(8)
+        decoder.step(rows, np.array([0, 8]))
     with pytest.raises(ValueError, match="slot -1"):
-        decoder.step(-1)
+        decoder.step(rows, np.array([-1, 0]))
+    with pytest.raises(ValueError, match=r"rows\[1\]=0 is not a distinct row"):
+        decoder.step(np.array([0, 0]), np.array([0, 0]))
+    with pytest.raises(ValueError, match=r"rows\[0\]=2 is not a distinct row"):
+        decoder.step(np.array([2]), np.array([0]))
+    with pytest.raises(ValueError, match="1 to 2 rows"):
+        decoder.step(np.arange(3), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="1 to 2 rows"):
+        decoder.step(rows, np.zeros(1, np.int64))
     cache.start[1] = 99  # corrupted after the decoder was built: checked at every step
     with pytest.raises(ValueError, match=r"start\[1\]=99"):
-        decoder.step(0)
+        decoder.step(rows, np.zeros(2, np.int64))
     cache.start[1] = 0
     with pytest.raises(ValueError, match="k_cache"):
         _decode.Decoder(model.weights, SMALL, cache.k[:, :1], cache.v, cache.start, ws, 2)

@@ -164,23 +164,36 @@ ATTENTION_CASES = [
 @pytest.mark.parametrize("padded", [False, True])
 def test_attention(cy, B, T, H, D, pos, S, padded):
     rng = np.random.default_rng(B + T + H + D + pos)
-    qkv = rand(rng, B * T, 3 * H * D)
-    q = qkv[:, : H * D].reshape(B, T, H, D)  # strided view, as the model passes it
-    k, v = rand(rng, B, H, S, D), rand(rng, B, H, S, D)
-    start = np.zeros(B, np.int64)
+    qkv = rand(rng, B, T, 3 * H * D)
+    # B of B + 1 cache rows, in reverse order, each at its own length (the first at pos)
+    R = B + 1
+    rows = np.arange(B, dtype=np.int64)[::-1] + 1
+    slots = np.maximum(pos - 2 * np.arange(B), 0).astype(np.int64)
+    k, v = rand(rng, R, H, S, D), rand(rng, R, H, S, D)
+    start = np.zeros(R, np.int64)
     if padded:
-        start[-1] = min(pos + T - 1, 3)  # last row left-padded; with T > 1 some queries are padding
-    want = ref.attention(q, k, v, start, pos, np.empty((B, T, H, D), np.float32))
-    got = cy.attention(q, k, v, start, pos, np.empty((B, T, H, D), np.float32))
+        start[rows[-1]] = min(slots[-1] + T - 1, 3)  # a left-padded row; with T > 1 some queries are padding
+    k_ref, v_ref = k.copy(), v.copy()
+    want = ref.attention(qkv, k_ref, v_ref, rows, start, slots, np.empty((B, T, H, D), np.float32))
+    got = cy.attention(qkv, k, v, rows, start, slots, np.empty((B, T, H, D), np.float32))
     assert np.isfinite(got).all()
     assert_close(got, want, 1e-5, DOT_RTOL, what=f"attention B{B} T{T} H{H} D{D} pos{pos}")
+    assert np.array_equal(k, k_ref) and np.array_equal(v, v_ref), "the new keys and values were not appended alike"
 
 
-def test_attention_rejects_overflowing_cache(cy):
-    q = np.ones((1, 2, 1, 4), np.float32)
-    k = np.ones((1, 1, 4, 4), np.float32)
+def test_attention_rejects_bad_rows_and_overflowing_slots(cy):
+    qkv = np.ones((1, 2, 12), np.float32)
+    k = np.ones((2, 1, 4, 4), np.float32)
+    out = np.empty((1, 2, 1, 4), np.float32)
+    start, one = np.zeros(2, np.int64), np.ones(1, np.int64)
     with pytest.raises(ValueError, match="do not fit"):
-        cy.attention(q, k, k, np.zeros(1, np.int64), 3, np.empty_like(q))
+        cy.attention(qkv, k, k.copy(), np.zeros(1, np.int64), start, 3 * one, out)
+    with pytest.raises(ValueError, match="outside the cache's 2 rows"):
+        cy.attention(qkv, k, k.copy(), 2 * one, start, one, out)
+    two = np.ones((2, 2, 12), np.float32)
+    with pytest.raises(ValueError, match="named twice"):
+        cy.attention(two, k, k.copy(), np.zeros(2, np.int64), start, np.zeros(2, np.int64),
+                     np.empty((2, 2, 1, 4), np.float32))
 
 
 def test_numpy_and_cython_backends_expose_the_same_ops():

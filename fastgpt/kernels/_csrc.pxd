@@ -101,6 +101,8 @@ cdef extern from "fastgpt_kernels.h" nogil:
         const float *lnf_b
         fg_matrix head
         const int64_t *start
+        const int64_t *rows
+        const int64_t *slots
         float *x
         float *h
         float *qkv
@@ -112,4 +114,5 @@ cdef extern from "fastgpt_kernels.h" nogil:
         float *scores
         Py_ssize_t scores_stride
     Py_ssize_t fg_decode_prep_bytes(Py_ssize_t n_rows, Py_ssize_t n_embd, Py_ssize_t n_ff, int qlevel)
-    void fg_decode_step(const fg_decoder *dec, Py_ssize_t pos, int n_threads)
+    void fg_decode_step(const fg_decoder *dec, Py_ssize_t n_rows, const int64_t *rows, const int64_t *slots,
+                        int n_threads)

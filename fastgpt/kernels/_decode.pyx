@@ -3,8 +3,8 @@
 and the LM head in one parallel region, the phases separated by barriers.
 
 A Decoder is built once per (weights, cache, workspace, thread count): it checks every array's
-dtype, shape and contiguity here and keeps the pointers, so that a step checks only the slot it
-writes and the cache's left padding before it releases the GIL. It holds references to the
+dtype, shape and contiguity here and keeps the pointers, so that a step checks only the rows and
+slots it writes and the cache's left padding before it releases the GIL. It holds references to the
 arrays, never to the cache or the model, and uses the arrays the weights held when it was built
 (the backend builds a new one for another weights object, cache, workspace or thread count).
 """
@@ -82,13 +82,15 @@ cdef class Decoder:
 
     weights: fastgpt.weights.GPT2Weights (matrices float32 or QuantizedWeight); k_cache, v_cache:
     (n_layer, B, n_head, S, head_dim) float32; start: (B,) int64, the cache's left padding (read
-    at every step); workspace: a fastgpt.kv_cache.Workspace of at least B rows. max_level caps
+    at every step); workspace: a fastgpt.kv_cache.Workspace of at least B rows. A step decodes
+    any n <= B distinct rows of the cache, each at its own slot. max_level caps
     the SIMD level (0 scalar, 1 AVX2, 2 AVX-512), for testing the fallbacks.
     """
     cdef fg_decoder dec
     cdef fg_block *blocks
     cdef list keep                  # every array whose memory the pointers above point into
     cdef const int64_t[::1] start
+    cdef unsigned char[::1] row_seen  # a step's duplicate-row check, without allocating
     cdef readonly int n_threads
     cdef readonly Py_ssize_t n_rows, n_slots
     cdef readonly object logits     # the workspace's (B, vocab) buffer that step() fills
@@ -117,6 +119,7 @@ cdef class Decoder:
             raise ValueError(f"start: expected a non-empty 1-d int64 array, got {start.dtype} {start.shape}")
         B = start.shape[0]
         self.start = start
+        self.row_seen = np.zeros(B, np.uint8)
         for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
             if (not isinstance(cache, np.ndarray) or cache.dtype != np.float32 or cache.ndim != 5
                     or cache.shape[:3] != (L, B, H) or cache.shape[4] != D or cache.shape[3] == 0
@@ -186,15 +189,24 @@ cdef class Decoder:
         self.dec.scores = &scores[0, 0]
         self.dec.scores_stride = S
 
-    def step(self, Py_ssize_t pos):
-        """Run the step for slot pos (x in the workspace holds the embeddings); returns the
-        workspace's logits (B, vocab), overwritten by the next step."""
-        cdef Py_ssize_t b
-        if pos < 0 or pos >= self.n_slots:
-            raise ValueError(f"slot {pos} is outside the cache's {self.n_slots} slots")
-        for b in range(self.n_rows):
-            if self.start[b] < 0 or self.start[b] >= self.n_slots:
-                raise ValueError(f"start[{b}]={self.start[b]} is outside [0, {self.n_slots})")
+    def step(self, const int64_t[::1] rows, const int64_t[::1] slots):
+        """Decode one token for each cache row rows[b] at slot slots[b] (x's first len(rows) rows
+        of the workspace hold their embeddings); returns the workspace's logits (n, vocab),
+        overwritten by the next step."""
+        cdef Py_ssize_t b, r, n = rows.shape[0]
+        if n == 0 or n > self.n_rows or slots.shape[0] != n:
+            raise ValueError(f"a step decodes 1 to {self.n_rows} rows with one slot each, got {n} rows and "
+                             f"{slots.shape[0]} slots")
+        self.row_seen[:] = 0
+        for b in range(n):
+            r = rows[b]
+            if r < 0 or r >= self.n_rows or self.row_seen[r]:
+                raise ValueError(f"rows[{b}]={r} is not a distinct row of the cache's {self.n_rows}")
+            self.row_seen[r] = 1
+            if slots[b] < 0 or slots[b] >= self.n_slots:
+                raise ValueError(f"slot {slots[b]} of row {r} is outside the cache's {self.n_slots} slots")
+            if self.start[r] < 0 or self.start[r] >= self.n_slots:
+                raise ValueError(f"start[{r}]={self.start[r]} is outside [0, {self.n_slots})")
         with nogil:
-            fg_decode_step(&self.dec, pos, self.n_threads)
-        return self.logits
+            fg_decode_step(&self.dec, n, &rows[0], &slots[0], self.n_threads)
+        return self.logits[:n]
