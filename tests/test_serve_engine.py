@@ -46,7 +46,7 @@ CASES = [
     ("Then", dict(max_new_tokens=60, no_repeat_ngram_size=2, eos_token_id=[]), None),
     ("Amen", dict(max_new_tokens=0), None),
     (LONG_PROMPT + " and fine linen", dict(max_new_tokens=12, do_sample=True, seed=3,
-                                         temperature=1.5), None),
+                                         temperature=1.5, num_return_sequences=2), 1),
 ]
 
 
@@ -303,6 +303,8 @@ def test_bad_requests_fail_at_submit_naming_the_problem(kjv):
             engine.submit([[1]], GenerationConfig(max_new_tokens=1, logit_bias={5000: 1.0}))
         with pytest.raises(ValueError, match="prompt"):
             engine.submit([], GenerationConfig(max_new_tokens=1))
+        with pytest.raises(ValueError, match="`n` \\(3\\) must be at most this server's 2 slots"):
+            engine.submit([[1]], GenerationConfig(max_new_tokens=1, do_sample=True, num_return_sequences=3))
         assert engine.stats().waiting == 0
     with pytest.raises(ValueError, match="max_batch"):
         Engine(model, tok, max_batch=0)

@@ -173,6 +173,7 @@ def test_stop_strings_and_finish_reasons(server, oracle):
     ({"prompt": "x", "temperature": "hot"}, 400, "temperature"),
     ({"prompt": "x", "max_tokens": -3}, 400, "max_tokens"),
     ({"prompt": "x", "n": 2, "temperature": 0}, 400, "n"),
+    ({"prompt": "x", "n": 5, "temperature": 1}, 400, "n"),                 # more than the slots
     ({"prompt": "x", "logit_bias": {"99999": 1}}, 400, "logit_bias"),
     ({"prompt": [5, 99999]}, 400, "prompt"),
     ({"prompt": "And " * 300, "max_tokens": 8}, 400, "prompt"),       # over-long
@@ -229,7 +230,7 @@ def test_disconnect_cancels_and_metrics_settle(server):
     before = metric(get(server.url, "/metrics")[1], "fastgpt_requests_finished_total",
                     finished_reason="cancelled") if "cancelled" in get(server.url, "/metrics")[1] else 0
     reply = post(server.url, "/v1/completions",
-                 {"prompt": "And", "max_tokens": 250, "n": 40, "temperature": 1.0, "stream": True,
+                 {"prompt": ["And"] * 40, "max_tokens": 250, "temperature": 1.0, "stream": True,
                   "ignore_eos": True}, timeout=TIMEOUT, hang_up=lambda events: len(events) >= 3)
     assert reply.closed_early
     deadline = time.monotonic() + TIMEOUT
@@ -252,13 +253,13 @@ def test_disconnect_cancels_and_metrics_settle(server):
 
 
 def test_sigterm_ends_running_streams_with_an_error_event(tmp_path):
-    """A request of 40 x 250 tokens through 2 slots runs for seconds; SIGTERM ends it at once."""
+    """A request of 40 prompts x 250 tokens through 2 slots runs for seconds; SIGTERM ends it."""
     with ServerProcess(["--model", "kjv-tiny", "--max-batch", "2"], tmp_path / "server.log") as srv:
         import threading
 
         got = {}
         t = threading.Thread(target=lambda: got.setdefault("reply", post(
-            srv.url, "/v1/completions", {"prompt": "And", "max_tokens": 250, "n": 40, "temperature": 1.0,
+            srv.url, "/v1/completions", {"prompt": ["And"] * 40, "max_tokens": 250, "temperature": 1.0,
                                          "stream": True, "ignore_eos": True}, timeout=TIMEOUT)))
         t.start()
         deadline = time.monotonic() + TIMEOUT

@@ -217,9 +217,9 @@ def test_queue_overflow_answers_503_then_serves_normally(oracle, tmp_path):
         release = threading.Event()
         long_reply = {}
 
-        def long_stream():                          # 60 choices x 250 tokens through one slot
+        def long_stream():                          # 60 prompts x 250 tokens through one slot
             long_reply["r"] = post(srv.url, "/v1/completions",
-                                   {"prompt": "And", "max_tokens": 250, "n": 60, "temperature": 1.0,
+                                   {"prompt": ["And"] * 60, "max_tokens": 250, "temperature": 1.0,
                                     "ignore_eos": True, "stream": True}, timeout=TIMEOUT,
                                    hang_up=lambda events: release.is_set())
 

@@ -17,8 +17,10 @@ Method (STYLE habit 14):
 - Levels run in rounds (1, 4, 8, 16, 1, 4, ...), so that drift in the machine's bandwidth
   hits every level alike; ratios to level 1 are taken within a round, and the report gives
   the median over rounds.
-- The server's answers are checked: each request must end with a finish reason and
-  ``[DONE]`` and carry exactly ``--new-tokens`` chunks, else the run fails.
+- The server's answers are checked: each request must end with ``[DONE]`` and report
+  exactly ``--new-tokens`` completion tokens in its usage, else the run fails. The same
+  client drives llama.cpp's server (its ``/tokenize`` field is ``content``; its closing
+  chunk carries no token).
 
 The client is plain ``http.client`` in threads: it reads and timestamps, nothing more, so it
 costs the server's machine little.
@@ -121,8 +123,8 @@ def request_mix(prompts: list[list[int]], new_tokens: int, temperature: float | 
                 model: str) -> list[dict]:
     mix = []
     for i, ids in enumerate(prompts):
-        body = {"prompt": ids, "max_tokens": new_tokens, "model": model,
-                "ignore_eos": True, "stream": True, "temperature": 0.0}
+        body = {"prompt": ids, "max_tokens": new_tokens, "model": model, "ignore_eos": True,
+                "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.0}
         if temperature is not None:
             body.update(temperature=temperature, top_k=40, seed=SEED + i)
         mix.append(body)
@@ -133,10 +135,14 @@ def _timed(url: str, body: dict, new_tokens: int, timeout: float) -> Timing:
     reply = post(url, "/v1/completions", body, timeout=timeout)
     if reply.status != 200 or not reply.done:
         raise RuntimeError(f"the server answered {reply.status} {reply.body or reply.events[-1:]}")
-    times = [t for t, event in reply.events if event.get("choices")]
-    if len(times) != new_tokens:
-        raise RuntimeError(f"expected {new_tokens} token chunks, got {len(times)}")
-    return Timing(times[0] - reply.sent, np.diff(times).tolist(), len(times))
+    usage = next((e["usage"] for _, e in reply.events if e.get("usage")), None)
+    if usage is None or usage["completion_tokens"] != new_tokens:
+        raise RuntimeError(f"expected usage with {new_tokens} completion tokens, got {usage}")
+    # Token chunks: all but an empty closing chunk that only carries the finish reason
+    # (llama.cpp sends one; fastgpt sends one chunk per token).
+    times = [t for t, e in reply.events if e.get("choices")
+             and (e["choices"][0]["text"] or e["choices"][0]["finish_reason"] is None)]
+    return Timing(times[0] - reply.sent, np.diff(times).tolist(), new_tokens)
 
 
 def run_level(url: str, mix: list[dict], clients: int, new_tokens: int, timeout: float) -> dict:
@@ -218,6 +224,8 @@ def prompt_ids(url: str, model: str, n: int, length: int) -> list[list[int]]:
     rng = np.random.default_rng(SEED)
     text = " ".join(rng.choice(_WORDS, size=(n + 1) * length))
     reply = post(url, "/tokenize", {"prompt": text, "model": model})
+    if reply.status != 200:                       # llama.cpp's server names the field "content"
+        reply = post(url, "/tokenize", {"content": text})
     if reply.status != 200:
         raise RuntimeError(f"/tokenize answered {reply.status}: {reply.body}")
     ids = reply.body["tokens"]

@@ -7,26 +7,31 @@ requests and receive each one's tokens as events. Nothing here knows of HTTP.
 Each step (the shape of llama.cpp's ``update_slots`` and vLLM's scheduler):
 
 1. retire cancelled requests: their rows are free for this very step;
-2. admit waiting requests' sequences into free rows, oldest first (a request with ``n``
-   choices of ``P`` prompts has ``P * n`` sequences; they may enter over several steps);
+2. admit waiting requests into free rows, oldest first: a request of ``P`` prompts with
+   ``n`` choices each enters prompt by prompt, each prompt's ``n`` sequences together (one
+   row each), so a request larger than the free rows enters over several steps;
 3. decode: one batched ``model.forward`` of one token for every sequence that has one,
    each on its own row and at its own length, then each sequence picks its next token;
-4. prefill: prompt chunks of exactly ``model.prefill_chunk`` tokens (the last one shorter),
-   one sequence per forward call, at most ``prefill_chunk`` prompt tokens in a step (and at
-   least one chunk), so that a long prompt delays the running streams by one chunk per step,
-   not by its whole prefill; a sequence whose prompt is in picks its first token;
+4. prefill: one prompt per forward call (its ``n`` rows together, as ``Generator`` runs
+   ``num_return_sequences=n``), in chunks of exactly ``model.prefill_chunk`` tokens (the
+   last one shorter), one chunk per prompt per step and at most ``prefill_chunk`` rows x
+   tokens in a step (at least one call), so that a long prompt delays the running streams
+   by one chunk per step, not by its whole prefill; when a prompt is in, each of its
+   sequences picks its first token;
 5. a sequence that finished (EOS, stop string, length) frees its row at once.
 
 Exactness: a sequence's tokens are those of the same request alone through ``Generator``,
 whoever else runs. The row kernels give each row of a decode step bitwise what it gives
-alone; prefill runs the same chunk shapes as ``Model.forward`` does for a whole prompt; and
+alone (up to the fused step's row limit: 8 rows, 16 for int8, until issue 16); prefill runs
+the same shapes as ``Generator`` does for the prompt (``Model.forward`` chunks it); and
 the per-row rules (processor chain, draw, EOS, stop strings, text release, log-probabilities)
 are ``fastgpt.sequence``'s, built and seeded by ``Generator.new_sequences`` (prompt ``i``'s
 choice ``j`` of ``n`` draws from ``SeedSequence(seed).spawn(n)[j]``, as that prompt alone
 with ``num_return_sequences=n``).
 
-Bounds: ``max_batch`` rows, ``max_queue`` waiting requests (past it :meth:`Engine.submit`
-raises :class:`QueueFull` at once), ``max_tokens`` new tokens per sequence.
+Bounds: ``max_batch`` rows (and ``n <= max_batch``), ``max_queue`` waiting requests (past
+it :meth:`Engine.submit` raises :class:`QueueFull` at once), ``max_tokens`` new tokens per
+sequence.
 
 Events, delivered on the engine thread to the request's ``sink`` (keep it cheap and
 non-blocking; without a sink they queue for :meth:`Request.events`): :class:`PromptLogprobs`
@@ -57,10 +62,6 @@ __all__ = ["Delta", "Done", "Engine", "EngineObserver", "EngineStats", "EngineSt
            "PromptLogprobs", "QueueFull", "Request"]
 
 log = logging.getLogger("fastgpt.serving")
-
-#: Prompt chunk when the model does not say (``Model.prefill_chunk``).
-DEFAULT_PREFILL_CHUNK = 512
-
 
 class QueueFull(RuntimeError):
     """The waiting queue is at ``max_queue``: try again later (HTTP 503 + Retry-After)."""
@@ -130,7 +131,6 @@ class EngineStats:
 class EngineObserver:
     """Hooks the engine calls on its thread (for metrics); every method is a no-op here."""
 
-    def request_queued(self) -> None: ...
     def request_admitted(self, queue_seconds: float, prompt_tokens: int) -> None: ...
     def token(self, seconds: float, first: bool) -> None:
         """A token of a sequence: ``first``: seconds since arrival (TTFT), else since the previous."""
@@ -163,7 +163,7 @@ class Request:
         self.ended = False                           # Done or Failed was sent
         self.arrival = time.perf_counter()
         self.first_token_seen = False
-        self.pending = deque(range(len(sequences)))  # choices waiting for a row
+        self.pending = deque(range(0, len(sequences), n))  # first choice of each prompt waiting
         self.unfinished = len(sequences)
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
@@ -178,18 +178,30 @@ class Request:
 
 
 class _Slot:
-    """A sequence in a row: how much of its prompt is in the cache, what it feeds next."""
+    """A sequence in a row, and what it feeds next (None while its prompt goes in)."""
 
-    __slots__ = ("request", "index", "seq", "row", "fed", "next_token", "last_time")
+    __slots__ = ("request", "index", "seq", "row", "next_token", "last_time")
 
     def __init__(self, request: Request, index: int, row: int):
         self.request = request
         self.index = index
         self.seq = request.sequences[index]
         self.row = row
-        self.fed = 0
-        self.next_token: int | None = None           # set once the prompt is in
+        self.next_token: int | None = None
         self.last_time = 0.0
+
+
+class _Prefill:
+    """One prompt going into the rows of its ``n`` sequences, chunk by chunk."""
+
+    __slots__ = ("request", "slots", "rows", "prompt", "fed")
+
+    def __init__(self, request: Request, slots: list[_Slot]):
+        self.request = request
+        self.slots = slots
+        self.rows = np.array([slot.row for slot in slots], np.int64)          # (n,)
+        self.prompt = slots[0].seq.prompt                                     # (P,)
+        self.fed = 0
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -219,7 +231,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.max_tokens = max_tokens
-        self.prefill_chunk = int(getattr(model, "prefill_chunk", DEFAULT_PREFILL_CHUNK))
+        self.prefill_chunk = model.prefill_chunk
         self.observer = observer or EngineObserver()
 
         self._cond = threading.Condition()
@@ -232,11 +244,17 @@ class Engine:
         # The engine thread's own state.
         self._active: list[Request] = []             # admitted, unfinished, in arrival order
         self._slots: list[_Slot | None] = [None] * max_batch
+        self._prefills: list[_Prefill] = []          # prompts going in, in admission order
         self._free_rows = list(range(max_batch - 1, -1, -1))
         self._step_ids = np.zeros((max_batch, 1), np.int64)   # (B, 1) a decode step's inputs
+        self._step_rows = np.zeros(max_batch, np.int64)       # (B,) their cache rows
         V = model.config.vocab_size
         self._scratch = np.empty((max_batch, V), np.float32)  # (B, V) processed scores
-        self._rows = _RowCache(model, max_batch)
+        self._cache = model.new_cache(batch_size=max_batch)
+        # The fused decode step is built for every row of the cache and needs workspace
+        # buffers that large, while a step decodes only the running rows: size it up front
+        # (workspaces only grow), or a first decode of fewer rows than a prefill fails.
+        self._cache.workspace(max_batch)
 
     # -- the callers' side ----------------------------------------------------------------------
     def start(self) -> "Engine":
@@ -266,6 +284,9 @@ class Engine:
         if config.max_new_tokens > self.max_tokens:
             raise ValueError(f"`max_tokens` must be at most {self.max_tokens} on this server, "
                              f"got {config.max_new_tokens}")
+        if config.num_return_sequences > self.max_batch:
+            raise ValueError(f"`n` ({config.num_return_sequences}) must be at most this server's "
+                             f"{self.max_batch} slots: a prompt's choices run side by side")
         want = top_logprobs is not None
         sequences: list[Sequence] = []
         for i, ids in enumerate(prompts):
@@ -287,7 +308,6 @@ class Engine:
                                 "later", retry_after=1.0)
             self._waiting.append(request)
             self._cond.notify()
-        self.observer.request_queued()
         return request
 
     def cancel(self, request: Request) -> None:
@@ -345,16 +365,21 @@ class Engine:
         self._prefill()
 
     def _admit(self) -> None:
-        """Give free rows to waiting sequences: partly admitted requests first, then the queue."""
+        """Give free rows to waiting prompts: partly admitted requests first, then the queue,
+        in arrival order (a request that does not fit yet holds back the ones behind it)."""
         for request in list(self._active):
             self._admit_from(request)
-        while self._free_rows:
+            if request.pending:
+                return
+        while True:
             with self._cond:
-                if not self._waiting:
+                if not self._waiting or len(self._free_rows) < self._waiting[0].n:
                     return
                 request = self._waiting.popleft()
             self._start_request(request)
             self._admit_from(request)
+            if request.pending:
+                return
 
     def _start_request(self, request: Request) -> None:
         self._active.append(request)
@@ -367,28 +392,37 @@ class Engine:
                 self._fail(request, exc)
 
     def _admit_from(self, request: Request) -> None:
-        while request.pending and self._free_rows:
-            index = request.pending.popleft()
-            seq = request.sequences[index]
-            if seq.max_new == 0:                      # nothing to generate: no row needed
-                seq.finish_empty()
-                self._send(request, Delta(index, None, "", finish_reason=seq.finish_reason))
-                self._sequence_done(request, seq.finish_reason)
+        """Admit the request's waiting prompts, each with its n rows at once, while rows last."""
+        n = request.n
+        while request.pending and len(self._free_rows) >= n:
+            first = request.pending.popleft()
+            if request.sequences[first].max_new == 0:  # nothing to generate: no row needed
+                for index in range(first, first + n):
+                    seq = request.sequences[index]
+                    seq.finish_empty()
+                    self._send(request, Delta(index, None, "", finish_reason=seq.finish_reason))
+                    self._sequence_done(request, seq.finish_reason)
                 continue
-            row = self._free_rows.pop()
-            self._rows.reset(row)
-            self._slots[row] = _Slot(request, index, row)
+            slots = []
+            for index in range(first, first + n):
+                row = self._free_rows.pop()
+                slots.append(_Slot(request, index, row))
+                self._slots[row] = slots[-1]
+            prefill = _Prefill(request, slots)
+            self._cache.reset(prefill.rows)
+            self._prefills.append(prefill)
 
     def _decode(self) -> None:
         slots = [s for s in self._slots if s is not None and s.next_token is not None]
         if not slots:
             return
         B = len(slots)
-        ids = self._step_ids[:B]                                    # (B', 1)
+        ids, rows = self._step_ids[:B], self._step_rows[:B]         # (B', 1), (B',)
         for i, slot in enumerate(slots):
             ids[i, 0] = slot.next_token
+            rows[i] = slot.row
         try:
-            logits = self._rows.forward(ids, [slot.row for slot in slots])   # (B', V)
+            logits = self._forward(ids, rows)                       # (B', V)
         except Exception as exc:                      # the step's requests end; the engine goes on
             for slot in slots:
                 self._fail(slot.request, exc)
@@ -398,23 +432,34 @@ class Engine:
                 self._advance(slot, logits[i], self._scratch[i])
 
     def _prefill(self) -> None:
+        """One chunk of each prompt going in, oldest first, within the step's token budget."""
         budget = self.prefill_chunk
-        for slot in [s for s in self._slots if s is not None and s.next_token is None]:
+        for prefill in list(self._prefills):
             if budget <= 0:
                 return
-            if slot.request.ended:
+            if prefill.request.ended:
+                self._prefills.remove(prefill)
                 continue
-            seq = slot.seq
-            chunk = seq.prompt[slot.fed: slot.fed + self.prefill_chunk]   # (T,) view
+            n = prefill.rows.shape[0]
+            chunk = prefill.prompt[prefill.fed: prefill.fed + self.prefill_chunk]   # (T,) view
+            ids = np.broadcast_to(chunk, (n, chunk.shape[0]))                        # (n, T)
             try:
-                logits = self._rows.forward(chunk[None], [slot.row])       # (1, V)
+                logits = self._forward(ids, prefill.rows)                            # (n, V)
             except Exception as exc:
-                self._fail(slot.request, exc)
+                self._fail(prefill.request, exc)
                 continue
-            slot.fed += chunk.shape[0]
-            budget -= chunk.shape[0]
-            if slot.fed == seq.n_prompt:
-                self._advance(slot, logits[0], self._scratch[0])
+            prefill.fed += chunk.shape[0]
+            budget -= n * chunk.shape[0]
+            if prefill.fed == prefill.prompt.shape[0]:
+                self._prefills.remove(prefill)
+                for i, slot in enumerate(prefill.slots):
+                    if not slot.request.ended:
+                        self._advance(slot, logits[i], self._scratch[i])
+
+    def _forward(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """ids (B', T) extend cache rows ``rows``; the last positions' logits (B', V), which
+        live in the cache's workspace until the next forward."""
+        return self.model.forward(ids, cache=self._cache, rows=rows, last_only=True)
 
     def _advance(self, slot: _Slot, logits: np.ndarray, scratch: np.ndarray) -> None:
         """The sequence picks its token from its logits (V,); the delta goes out."""
@@ -511,20 +556,3 @@ class Engine:
             if not request.ended:
                 self.cancel(request)
 
-
-class _RowCache:
-    """The rows of the shared cache: reset one, run ids on some."""
-
-    def __init__(self, model, rows: int):
-        self.model = model
-        self.caches = [model.new_cache(batch_size=1) for _ in range(rows)]
-        self.logits = np.empty((rows, model.config.vocab_size), np.float32)   # (B, V)
-
-    def reset(self, row: int) -> None:
-        self.caches[row].reset()
-
-    def forward(self, ids: np.ndarray, rows: list[int]) -> np.ndarray:
-        """ids (B', T): row i of ids extends cache row rows[i]; the last position's logits (B', V)."""
-        for i, r in enumerate(rows):
-            self.logits[i] = self.model.forward(ids[i:i + 1], cache=self.caches[r], last_only=True)[0]
-        return self.logits[: len(rows)]
