@@ -274,3 +274,20 @@ def test_sigterm_ends_running_streams_with_an_error_event(tmp_path):
         assert last["error"]["message"] == "the server is shutting down", last
         assert status in (0, -signal.SIGTERM, 128 + signal.SIGTERM), srv.log()
         assert "Finished server process" in srv.log()
+
+
+def test_bench_serve_drives_the_server(server, tmp_path, capsys):
+    from fastgpt.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench-serve", "--url", server.url, "--clients", "1,2", "--requests", "2",
+                 "--prompt-tokens", "8", "--new-tokens", "5", "--rounds", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [row["clients"] for row in report["levels"]] == [1, 2]
+    for row in report["levels"]:
+        (run,) = row["rounds"]
+        assert run["tokens"] == 2 * 5 and run["tokens_per_s"] > 0
+        assert 0 < run["ttft_p50"] <= run["ttft_p99"] and 0 < run["itl_p50"] <= run["itl_p99"]
+    assert report["levels"][0]["speedup"] == 1.0
+    table = capsys.readouterr().out
+    assert "| clients | aggregate tokens/s |" in table and "| 2 |" in table

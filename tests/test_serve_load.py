@@ -75,7 +75,8 @@ def build_round(tok) -> list[dict]:
             body.update(temperature=0, repetition_penalty=1.2, presence_penalty=0.4,
                         frequency_penalty=0.2, stop=[".", "\n"])
         elif kind == 4:
-            body.update(temperature=0, logit_bias={"262": 3.0, "11": -2.0}, min_tokens=3, ignore_eos=True)
+            body.update(temperature=0, logit_bias={"262": 3.0, "11": -2.0}, min_tokens=3, ignore_eos=True,
+                        no_repeat_ngram_size=2)
         else:
             body.update(temperature=0)
         job = {"body": body, "cancel_after": None, "expect": 200}
@@ -96,6 +97,7 @@ def reference(gen, body) -> list:
                "repetition_penalty": body.get("repetition_penalty", 1.0),
                "presence_penalty": body.get("presence_penalty", 0.0),
                "frequency_penalty": body.get("frequency_penalty", 0.0), "stop": body.get("stop"),
+               "no_repeat_ngram_size": body.get("no_repeat_ngram_size", 0),
                "logit_bias": {int(k): v for k, v in body.get("logit_bias", {}).items()} or None,
                "eos_token_id": [] if body.get("ignore_eos") else None,
                "num_return_sequences": body.get("n", 1)}

@@ -33,13 +33,14 @@ def test_openai_defaults_sample_at_temperature_one():
 def test_fields_map_onto_generation_options():
     cfg = config_of(temperature=0.7, top_p=0.9, top_k=-1, min_p=0.05, n=3, seed=5, max_tokens=40,
                     min_tokens=4, stop=["\n", "."], presence_penalty=0.5, frequency_penalty=-0.5,
-                    repetition_penalty=1.2, logit_bias={"50256": -100, "13": 2.5}, ignore_eos=True)
+                    repetition_penalty=1.2, logit_bias={"50256": -100, "13": 2.5}, ignore_eos=True,
+                    no_repeat_ngram_size=3)
     assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p) == (0.7, 0.9, 0, 0.05)
     assert (cfg.num_return_sequences, cfg.seed, cfg.max_new_tokens, cfg.min_new_tokens) == (3, 5, 40, 4)
     assert cfg.stop_strings() == ("\n", ".")
     assert (cfg.presence_penalty, cfg.frequency_penalty, cfg.repetition_penalty) == (0.5, -0.5, 1.2)
     assert cfg.logit_bias == {50256: -100.0, 13: 2.5}
-    assert cfg.eos_token_id == []
+    assert cfg.eos_token_id == [] and cfg.no_repeat_ngram_size == 3
 
 
 @pytest.mark.parametrize("body,param", [
@@ -74,6 +75,7 @@ def test_fields_map_onto_generation_options():
     ({"prompt": "x", "repetition_penalty": 0}, "repetition_penalty"),
     ({"prompt": "x", "min_tokens": 20, "max_tokens": 10}, "min_tokens"),
     ({"prompt": "x", "ignore_eos": "no"}, "ignore_eos"),
+    ({"prompt": "x", "no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
 ])
 def test_bad_values_name_their_field(body, param):
     with pytest.raises(RequestError) as info:

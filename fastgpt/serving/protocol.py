@@ -2,7 +2,7 @@
 
 Requests are pydantic models mirroring OpenAI's legacy completions API (and vLLM's extra
 fields: ``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens``, ``ignore_eos``,
-``return_tokens_as_token_ids``). Types
+``return_tokens_as_token_ids``), and transformers' ``no_repeat_ngram_size``. Types
 are strict (``"max_tokens": "16"`` or ``true`` is an error, not 16 or 1). Unknown fields are
 accepted and reported by :meth:`CompletionRequest.ignored_fields` for the log, as vLLM does.
 A bad value raises :class:`RequestError` naming the field (``param``), which the app returns
@@ -91,6 +91,7 @@ class CompletionRequest(_Request):
     min_tokens: int = Field(0, ge=0)
     ignore_eos: bool = False
     return_tokens_as_token_ids: bool = False      # logprobs name tokens "token_id:<id>" (vLLM)
+    no_repeat_ngram_size: int = Field(0, ge=0)    # transformers' n-gram ban (fastgpt's own)
 
     @field_validator("prompt")
     @classmethod
@@ -154,6 +155,7 @@ class CompletionRequest(_Request):
             max_new_tokens=max_tokens, min_new_tokens=self.min_tokens,
             repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty, seed=self.seed,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
             num_return_sequences=self.n, stop=self.stop,
             logit_bias={int(k): v for k, v in self.logit_bias.items()} if self.logit_bias else None,
             eos_token_id=[] if self.ignore_eos else None,
