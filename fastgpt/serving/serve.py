@@ -22,14 +22,29 @@ from ..cli_args import UsageError, add_model_args, model_name, non_negative_int,
 SHUTDOWN_GRACE_SECONDS = 5
 
 
-def add_serve_parser(subparsers) -> None:
-    from ..bench import RANDOM_CONFIGS, SEED
+DESCRIPTION = ("Serve a model over HTTP: POST /v1/completions (OpenAI's API, streaming included), a "
+               "playground page at /, /metrics for Prometheus. Needs the serve extra: pip install "
+               "'fastgpt[serve]'; --ray runs replicas under Ray Serve (pip install 'fastgpt[serve,ray]').")
 
+
+def add_serve_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="an OpenAI-compatible HTTP server with continuous batching and a web page",
-        description="Serve a model over HTTP: POST /v1/completions (OpenAI's API, streaming "
-                    "included), a playground page at /, /metrics for Prometheus. Needs the "
-                    "serve extra: pip install 'fastgpt[serve]'.")
+        description=DESCRIPTION)
+    _add_serve_args(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """The serve command's flags on their own (fastgpt.serving.ray parses its arguments with it)."""
+    p = argparse.ArgumentParser(prog="fastgpt serve", description=DESCRIPTION)
+    _add_serve_args(p)
+    return p
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    from ..bench import RANDOM_CONFIGS, SEED
+
     add_model_args(p)
     p.add_argument("--random", choices=list(RANDOM_CONFIGS),
                    help=f"serve a model of these shapes with random weights (seed {SEED}) and "
@@ -48,7 +63,26 @@ def add_serve_parser(subparsers) -> None:
     p.add_argument("--served-model-name", default=None,
                    help="the name clients pass as `model` (default: the --model argument)")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
-    p.set_defaults(func=cmd_serve)
+    ray = p.add_argument_group("replicas under Ray Serve (--ray)")
+    ray.add_argument("--ray", action="store_true",
+                     help="run --replicas copies of this server under Ray Serve, on a local Ray instance "
+                          "or the cluster at --ray-address")
+    ray.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    ray.add_argument("--replicas", type=_replicas, default=1,
+                     help="replicas, each its own engine with --threads threads, or 'auto' to scale between "
+                          "--min-replicas and --max-replicas with load (default: 1)")
+    ray.add_argument("--min-replicas", type=non_negative_int, default=1, help="with --replicas auto (default: 1)")
+    ray.add_argument("--max-replicas", type=positive_int, default=2, help="with --replicas auto (default: 2)")
+    ray.add_argument("--target-ongoing-requests", type=positive_int, default=None,
+                     help="with --replicas auto: requests per replica Ray aims at (default: --max-batch)")
+    ray.add_argument("--max-queued-requests", type=non_negative_int, default=None,
+                     help="requests Ray holds while every replica is full; past it, 503 (default: --max-queue)")
+
+
+def _replicas(text: str):
+    if text == "auto":
+        return text
+    return positive_int(text)
 
 
 def cmd_serve(args) -> int:
@@ -61,10 +95,14 @@ def cmd_serve(args) -> int:
                          "pip install 'fastgpt[serve]'") from None
     if args.random and args.model:
         raise UsageError("give --model or --random, not both")
-    name = args.served_model_name or (f"random-{args.random}" if args.random else _display_name(model_name(args)))
+    if args.ray:
+        from .ray import run
+
+        return run(args)
+    name = served_name(args)
     sock = _bind(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(lambda: _build_engine(args), model_name=name)
+    app = create_app(lambda: build_engine(args), model_name=name)
     state = app.state.fastgpt
     config = uvicorn.Config(app, log_level="info", access_log=args.access_log,
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
@@ -78,7 +116,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _display_name(model: str) -> str:
+def served_name(args) -> str:
+    """The name clients pass as ``model``."""
+    if args.served_model_name:
+        return args.served_model_name
+    if args.random:
+        return f"random-{args.random}"
+    model = model_name(args)
     return Path(model).name if Path(model).is_dir() else model
 
 
@@ -97,7 +141,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _build_engine(args):
+def build_engine(args):
+    """The engine ``args`` describe: its model loaded, not started."""
     from ..cli_args import load_model_and_tokenizer
     from .engine import Engine
 
