@@ -301,7 +301,7 @@ class Engine:
             try:
                 sequences += self.generator.new_sequences(
                     [ids], config, need_text=True, return_logprobs=want,
-                    top_logprobs=top_logprobs or 0)
+                    top_logprobs=top_logprobs or 0, check_memory=False)     # rows of the engine's cache
             except ValueError as exc:
                 if len(prompts) == 1:
                     raise
