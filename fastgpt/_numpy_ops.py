@@ -115,11 +115,15 @@ def attention_mask(start, pos, T, L):
     return (causal[None] & visible)[:, None]                   # (B, 1, T, L)
 
 
-def attention(qkv, k_cache, v_cache, rows, start, slots, out):
+def attention(qkv, k_cache, v_cache, rows, start, slots, out, visible=None, head_scale=None, probs=None):
     # qkv: (B, T, 3C) the new queries, keys and values of B rows; k_cache, v_cache: (R, H, S, D),
     # one layer's cache of R >= B rows; rows: (B,) the cache row of each; start: (R,) first real
     # slot per cache row; slots: (B,) each row's first new slot; out: (B, T, H, D).
     # Appends each row's keys and values at its slots, then attends over its visible slots.
+    # What the kernels leave to this reference (rows of one length L = slots + T):
+    # visible: (B, T, L) bool, which slots each query sees, instead of causal-from-start (a
+    # query that sees none gets zero output); head_scale: (H,) multiplies each head's
+    # probabilities (transformers' head_mask); probs: (B, H, T, L) receives the probabilities.
     B, T, H, D = out.shape
     qkv = qkv.reshape(B, T, 3, H, D)
     scale = np.float32(1.0 / math.sqrt(D))
@@ -131,9 +135,19 @@ def attention(qkv, k_cache, v_cache, rows, start, slots, out):
         q = qkv[i, :, 0].transpose(1, 0, 2)                           # (H, T, D)
         scores = np.matmul(q, k_cache[r, :, :L].transpose(0, 2, 1))   # (H, T, L)
         scores *= scale
-        visible = attention_mask(start[r:r + 1], pos, T, L)[0]         # (1, T, L)
-        scores = np.where(visible, scores, np.float32(-np.inf))
+        if visible is None:
+            sees = attention_mask(start[r:r + 1], pos, T, L)[0]        # (1, T, L)
+        else:
+            sees = visible[i][None]                                    # (1, T, L)
+        blind = ~sees.any(axis=-1, keepdims=True)                      # (1, T, 1) queries seeing nothing
+        scores = np.where(sees | blind, scores, np.float32(-np.inf))
         softmax(scores, out=scores)
+        if blind.any():
+            scores *= ~blind
+        if head_scale is not None:
+            scores *= head_scale[:, None, None]
+        if probs is not None:
+            probs[i] = scores
         out[i] = np.matmul(scores, v_cache[r, :, :L]).transpose(1, 0, 2)   # (T, H, D)
     return out
 

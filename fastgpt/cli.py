@@ -1,7 +1,7 @@
 """The ``fastgpt`` command: generate, info (and bench, perplexity, convert as they land).
 
-User errors (a bad path, a bad flag value, a corrupt checkpoint) print one line to stderr and
-exit with status 2; only genuine bugs show a traceback.
+User errors (a bad path, a bad flag value, a corrupt checkpoint, a request too large for the
+machine) print one line to stderr and exit with status 2; only genuine bugs show a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +10,13 @@ import argparse
 import sys
 
 from .cli_args import UsageError, add_model_args, load_model_and_tokenizer, model_name, non_negative_int, positive_int
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a malformed flag reported in one line (argparse prints the usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -162,6 +169,8 @@ def cmd_info(args) -> int:
         ("parameters", f"{model.num_parameters():,}"),
         ("weight bytes", f"{model.weights.nbytes() / 1e6:.1f} MB"),
         ("tied LM head", model.weights.tied_head),
+        # Read here, not at load: loading maps the file and never touches most of it.
+        ("weights with NaN/Inf", ", ".join(model.weights.nonfinite_tensors()) or "none"),
         ("backend", model.backend.name),
         ("threads", model.num_threads),
     ]
@@ -192,7 +201,7 @@ def cmd_perplexity(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastgpt", description="Fast, exact GPT-2 inference on the CPU.")
+    parser = _Parser(prog="fastgpt", description="Fast, exact GPT-2 inference on the CPU.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="continue a prompt, streaming tokens as they arrive",
@@ -242,11 +251,10 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        # ValueError covers every input error fastgpt raises (config, weights, tokens, lengths).
-        message = str(exc).splitlines()
-        print(f"fastgpt {args.command}: error: {message[0] if message else type(exc).__name__}", file=sys.stderr)
-        for line in message[1:]:
-            print(f"  {line.strip()}", file=sys.stderr)
+        # ValueError covers every input error fastgpt raises (config, weights, tokens, lengths,
+        # memory); a message listing several problems is joined into the one line.
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"fastgpt {args.command}: error: {message or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

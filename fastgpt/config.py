@@ -12,11 +12,21 @@ initializer range, summary heads) are accepted and ignored.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from pathlib import Path
+
+from . import jsonfile
+from .jsonfile import short_repr
 
 #: activation_function values we implement (Hugging Face ACT2FN names).
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "relu", "silu", "swish", "quick_gelu")
+
+
+#: Largest size or token id a config may hold: a GPT-2 has nothing near it, and the kernels
+#: take thread counts and some sizes as C ints.
+MAX_INT = 2**31 - 1
+#: config.json is a few hundred bytes; anything near this is not a model config.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -41,32 +51,35 @@ class GPT2Config:
             value = getattr(self, name)
             # n_layer may be 0: embeddings, final norm and head only (picoGPT's blocks=[] case)
             lowest = 0 if name == "n_layer" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_INT:
                 kind = "non-negative" if lowest == 0 else "positive"
-                raise ConfigError(f"GPT2Config.{name} must be a {kind} integer, got {value!r}")
+                raise ConfigError(f"GPT2Config.{name} must be a {kind} integer up to {MAX_INT}, got {short_repr(value)}")
         if self.n_inner is not None and (
-            isinstance(self.n_inner, bool) or not isinstance(self.n_inner, int) or self.n_inner <= 0
+            isinstance(self.n_inner, bool) or not isinstance(self.n_inner, int) or not 0 < self.n_inner <= MAX_INT
         ):
-            raise ConfigError(f"GPT2Config.n_inner must be a positive integer or None, got {self.n_inner!r}")
+            raise ConfigError(f"GPT2Config.n_inner must be a positive integer up to {MAX_INT} or None, "
+                              f"got {short_repr(self.n_inner)}")
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"GPT2Config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
         if self.activation_function not in ACTIVATIONS:
             raise ConfigError(
-                f"GPT2Config.activation_function {self.activation_function!r} is not supported; "
+                f"GPT2Config.activation_function {short_repr(self.activation_function)} is not supported; "
                 f"expected one of {', '.join(ACTIVATIONS)}"
             )
         eps = self.layer_norm_epsilon
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ConfigError(f"GPT2Config.layer_norm_epsilon must be a positive number, got {eps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not _positive_finite(eps):
+            raise ConfigError(f"GPT2Config.layer_norm_epsilon must be a positive number and finite, got {short_repr(eps)}")
         # Hugging Face only warns when these fall outside the vocabulary (small test models
         # keep GPT-2's 50256); such an id can never be generated, so it is harmless here too.
         for name in ("bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             ids = value if isinstance(value, (list, tuple)) else [value]
-            if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-                raise ConfigError(f"GPT2Config.{name} must be a non-negative token id, a list of them, or None, got {value!r}")
+            if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_INT
+                                             for i in ids):
+                raise ConfigError(f"GPT2Config.{name} must be a token id in [0, {MAX_INT}], a list of them, "
+                                  f"or None, got {short_repr(value)}")
 
     @property
     def head_dim(self) -> int:
@@ -87,7 +100,8 @@ class GPT2Config:
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type", "gpt2")
         if model_type != "gpt2":
-            raise ConfigError(f"{source}: model_type is {model_type!r}; fastgpt runs GPT-2 ('gpt2') checkpoints only")
+            raise ConfigError(f"{source}: model_type is {short_repr(model_type)}; fastgpt runs GPT-2 ('gpt2') "
+                              "checkpoints only")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         try:
@@ -98,15 +112,9 @@ class GPT2Config:
     @classmethod
     def from_json_file(cls, path) -> "GPT2Config":
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config.json not found") from None
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(d, source=str(path))
+        if not path.exists():
+            raise ConfigError(f"{path}: config.json not found")
+        return cls.from_dict(jsonfile.read_json(path, ConfigError, MAX_CONFIG_BYTES), source=str(path))
 
     @classmethod
     def from_pretrained(cls, folder) -> "GPT2Config":
@@ -116,6 +124,13 @@ class GPT2Config:
         d = dataclasses.asdict(self)
         d["model_type"] = "gpt2"
         return d
+
+
+def _positive_finite(x: int | float) -> bool:
+    try:
+        return 0 < float(x) < math.inf
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 #: Shapes of OpenAI's released GPT-2 sizes, for random models in benchmarks and tests.

@@ -34,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GPT2Config
+from . import jsonfile
+from .jsonfile import short_repr
+from .config import ConfigError, GPT2Config
 from .loaders.errors import WeightsError
 from .quant import (ALIGN, DTYPES, INT8_BLOCK, LINEAR_FIELDS, QuantizedWeight, aligned, check_dtype, quantize_weights,
                     weights_dtype)
@@ -194,7 +196,7 @@ def _read_raw(path) -> dict:
     from .loaders import safetensors as st
 
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    with st.open_file(path) as f:
         header_len, entries, _ = st._read_header(path, f)
         if not entries:
             return {}
@@ -244,20 +246,21 @@ def load_converted(folder) -> tuple[GPT2Config, GPT2Weights]:
     meta = read_metadata(path)
     version = meta.get("fastgpt_format")
     if version != FORMAT_VERSION:
-        raise fail(f"fastgpt_format is {version!r}; this fastgpt reads version {FORMAT_VERSION!r} "
+        raise fail(f"fastgpt_format is {short_repr(version)}; this fastgpt reads version {FORMAT_VERSION!r} "
                    "(convert the original checkpoint again)")
     dtype = meta.get("fastgpt_dtype")
     if dtype not in DTYPES:
-        raise fail(f"fastgpt_dtype is {dtype!r}; expected one of {', '.join(DTYPES)}")
+        raise fail(f"fastgpt_dtype is {short_repr(dtype)}; expected one of {', '.join(DTYPES)}")
     if dtype == "int8" and meta.get("fastgpt_int8_block") != str(INT8_BLOCK):
-        raise fail(f"fastgpt_int8_block is {meta.get('fastgpt_int8_block')!r}; this fastgpt uses {INT8_BLOCK}")
+        raise fail(f"fastgpt_int8_block is {short_repr(meta.get('fastgpt_int8_block'))}; this fastgpt uses {INT8_BLOCK}")
     tied = {"1": True, "0": False}.get(meta.get("fastgpt_tied_head"))
     if tied is None:
-        raise fail(f"fastgpt_tied_head is {meta.get('fastgpt_tied_head')!r}; expected '1' or '0'")
+        raise fail(f"fastgpt_tied_head is {short_repr(meta.get('fastgpt_tied_head'))}; expected '1' or '0'")
     config = GPT2Config.from_pretrained(folder)
     try:
-        stored = GPT2Config.from_dict(json.loads(meta.get("config", "")), source=f"{path} metadata")
-    except (ValueError, TypeError) as exc:
+        stored = GPT2Config.from_dict(jsonfile.loads(meta.get("config", ""), ConfigError, "config"),
+                                      source=f"{path} metadata")
+    except ConfigError as exc:
         raise fail(f"its 'config' metadata is not a valid GPT-2 config ({exc})") from None
     if stored != config:
         diff = {k: (v, config.to_dict()[k]) for k, v in stored.to_dict().items() if config.to_dict()[k] != v}
@@ -265,6 +268,9 @@ def load_converted(folder) -> tuple[GPT2Config, GPT2Weights]:
                    + ", ".join(f"{k}={a!r} in the file, {b!r} in config.json" for k, (a, b) in diff.items()))
 
     raw = _read_raw(path)
+    # Before the table of expected tensors is built: its size follows n_layer from config.json.
+    if config.n_layer > len(raw):
+        raise fail(f"config.json says n_layer={config.n_layer}, but the file holds only {len(raw)} tensors")
     want = _expected_tensors(config, dtype, tied)
     problems = []
     for name, (st_dtype, shape) in want.items():

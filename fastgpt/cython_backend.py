@@ -58,7 +58,10 @@ class CythonBackend(NumpyBackend):
             return _linear.gemm(x, w, b, out, self.threads.num_threads)
         return super().linear(x, w, b, out)
 
-    def attention(self, qkv, k_cache, v_cache, rows, start, slots, out, ws=None):
+    def attention(self, qkv, k_cache, v_cache, rows, start, slots, out, ws=None, visible=None, head_scale=None,
+                  probs=None):
+        if visible is not None or head_scale is not None or probs is not None:
+            return super().attention(qkv, k_cache, v_cache, rows, start, slots, out, ws, visible, head_scale, probs)
         # Four score rows per thread: the prefill kernel scores four queries at once.
         shape = (4 * self.threads.num_threads, k_cache.shape[2])
         scratch = np.empty(shape, np.float32) if ws is None else ws.scratch("attention", shape, np.float32)

@@ -4,7 +4,10 @@ Purpose: the decoding controls users know from transformers' ``generate`` and ll
 (greedy or sampling, penalties, n-gram ban, logit bias, min/max new tokens, EOS ids, stop
 strings, seeds), for one prompt or a batch, with streaming and log-probabilities.
 
-Non-goals: beam search, speculative decoding, growing or shrinking the batch while it runs.
+Beam search (``num_beams > 1``) is its own algorithm in ``beam_search.py``; ``generate`` and
+``generate_ids`` hand such calls to it.
+
+Non-goals: speculative decoding, growing or shrinking the batch while it runs.
 
 Design:
 
@@ -60,6 +63,9 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from . import memory
+from .beam_search import BeamSearchOutput, beam_search, check_beam_options
+from .kv_cache import KVCache, Workspace
 from .model import Model, TokenIdError
 from .sampling import SamplingParams
 from .sequence import GenerationResult, Sequence, TokenChooser
@@ -67,7 +73,13 @@ from .sequence import GenerationResult, Sequence, TokenChooser
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
-__all__ = ["GenerationConfig", "GenerationResult", "Generator"]
+__all__ = ["GenerationConfig", "GenerationResult", "GenerationTrace", "Generator"]
+
+
+class PromptIdsError(TokenIdError, TypeError):
+    """prompt_ids that are not lists of integer ids (a ValueError like every bad id; a TypeError
+    too, for callers that caught what this raised before)."""
+
 
 _TRUNCATE = (None, "left")
 _PAD_ID = 0          # fed at padding slots and to finished rows; never attended to or read
@@ -95,9 +107,11 @@ class GenerationConfig:
     ``no_repeat_ngram_size`` (0 = off), ``logit_bias`` ({token id: value added}, -inf bans).
     Ending: ``eos_token_id`` (None = the model's, an id, a list, or [] for none), ``stop``
     (a string or a list of strings). ``seed`` (None or an int >= 0),
-    ``num_return_sequences`` (rows per prompt, sampling only), ``truncate`` (None: a prompt
-    that does not fit ``n_positions - max_new_tokens`` is an error; "left": keep its last
-    tokens).
+    ``num_return_sequences`` (rows per prompt: sampling, or up to ``num_beams`` best beams),
+    ``truncate`` (None: a prompt that does not fit ``n_positions - max_new_tokens`` is an
+    error; "left": keep its last tokens). Beam search (fastgpt/beam_search.py): ``num_beams``
+    (1 = off), ``length_penalty`` (a hypothesis scores its summed log-probabilities / new
+    tokens ** length_penalty), ``early_stopping`` (True, False or "never", as transformers).
     """
 
     max_new_tokens: int = 32
@@ -117,6 +131,9 @@ class GenerationConfig:
     seed: int | None = None
     num_return_sequences: int = 1
     truncate: str | None = None
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
 
     def __post_init__(self):
         self.validate()
@@ -136,7 +153,11 @@ class GenerationConfig:
         n = self.num_return_sequences
         if not _is_int(n) or n < 1:
             raise ValueError(f"`num_return_sequences` must be an integer >= 1, got {n!r}.")
-        if n > 1 and not self.do_sample:
+        check_beam_options(self.num_beams, self.length_penalty, self.early_stopping,
+                           n if self.num_beams > 1 else 1)
+        if self.num_beams > 1 and self.stop is not None:
+            raise ValueError("`stop` strings are not supported with beam search (num_beams > 1).")
+        if n > 1 and not self.do_sample and self.num_beams == 1:
             raise ValueError(
                 f"`num_return_sequences={n}` needs do_sample=True: greedy decoding would "
                 "return the same sequence every time (transformers refuses it too)."
@@ -186,6 +207,18 @@ class GenerationConfig:
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GenerationConfig))
 
 
+@dataclass
+class GenerationTrace:
+    """:meth:`Generator.trace_ids`' answer: ``results`` (as generate_ids with
+    ``return_result``) and, per generated position, ``logits`` and ``scores``: (rows, vocab)
+    float32, the raw logits and the processed scores each row chose from (a row that had
+    already finished carries its raw logits in both)."""
+
+    results: list[GenerationResult]
+    logits: list[np.ndarray]
+    scores: list[np.ndarray]
+
+
 # --------------------------------------------------------------------------------------
 # One call: validated settings, the rows, and the decode loop.
 # --------------------------------------------------------------------------------------
@@ -198,6 +231,7 @@ class _Run:
                  need_text: bool, want_logprobs: bool, top_logprobs: int):
         self.model = gen.model
         self.cfg = cfg
+        self.trace: tuple[list, list] | None = None      # (raw logits, scores) per step, when traced
         self.rows = gen.new_sequences(prompts, cfg, need_text=need_text,
                                       return_logprobs=want_logprobs, top_logprobs=top_logprobs)
         self.want_logprobs = self.rows[0].chooser.want_logprobs
@@ -229,15 +263,27 @@ class _Run:
         token_buf = np.full((B, 1), _PAD_ID, np.int64)              # (B, 1) reused each step
         scratch = None if rows[0].chooser.plain_greedy else np.empty((B, V), np.float32)
         while True:
+            active = None if self.trace is None else np.array([not row.finished for row in rows])
             for b, row in enumerate(rows):
                 if row.finished:
                     token_buf[b, 0] = _PAD_ID
                     continue
                 token_buf[b, 0] = row.advance(logits[b], None if scratch is None else scratch[b])
+            if active is not None:
+                self._record(logits, scratch, active)
             yield rows
             if all(row.finished for row in rows):
                 return
             logits = model.forward(token_buf, cache=cache, last_only=True)   # (B, V)
+
+    def _record(self, logits: np.ndarray, scratch: np.ndarray | None, active: np.ndarray) -> None:
+        """Keep this step's (B, V) raw logits and scores; rows already finished get their raw
+        logits as scores (nothing chose from them)."""
+        raw = logits.copy()
+        scores = raw.copy() if scratch is None else scratch.copy()
+        scores[~active] = raw[~active]
+        self.trace[0].append(raw)
+        self.trace[1].append(scores)
 
     def run(self) -> list[Sequence]:
         for _ in self.steps():
@@ -306,15 +352,17 @@ class Generator:
 
     def new_sequences(self, prompts: list[list[int]], config: GenerationConfig, *,
                       need_text: bool = True, return_logprobs: bool = False,
-                      top_logprobs: int = 0) -> list[Sequence]:
+                      top_logprobs: int = 0, check_memory: bool = True) -> list[Sequence]:
         """The sequences a call on ``prompts`` (lists of ids) runs, checked and seeded.
 
         Prompt-major: prompt ``i``'s ``j``-th of ``config.num_return_sequences`` sequences is
         item ``i * n + j``, and when sampling it draws from its own
         ``default_rng(SeedSequence(config.seed).spawn(len(items))[i * n + j])``. Raises
         ValueError naming the option or prompt at fault (ids, length, stop without a
-        tokenizer). Each sequence is driven by :meth:`Sequence.advance`; this is how the
-        serving engine runs a request exactly as a call here would.
+        tokenizer) and MemoryLimitError when ``check_memory`` and the call's own cache could not
+        fit (a caller that decodes into a cache it already holds passes False). Each sequence is
+        driven by :meth:`Sequence.advance`; this is how the serving engine runs a request
+        exactly as a call here would.
         """
         V = self.model.config.vocab_size
         eos = self._resolve_eos(config.eos_token_id)
@@ -335,6 +383,8 @@ class Generator:
         eos_set = frozenset(eos)
         fitted = [self._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, config)
                   for i, p in enumerate(prompts)]
+        if check_memory:
+            _check_memory(self.model, fitted, config)
         n = len(fitted) * config.num_return_sequences
         rngs = ([np.random.default_rng(child) for child in np.random.SeedSequence(config.seed).spawn(n)]
                 if params.do_sample else [None] * n)
@@ -378,7 +428,7 @@ class Generator:
 
     @staticmethod
     def _id_prompts(prompt_ids) -> tuple[list[list[int]], bool]:
-        bad = TypeError(
+        bad = PromptIdsError(
             "`prompt_ids` must be a list of token ids or a non-empty list of such lists "
             f"(or a 1-D / 2-D integer array), got {_describe(prompt_ids)}"
         )
@@ -415,6 +465,8 @@ class Generator:
             raise TypeError(f"stream takes one prompt (a str), got {_describe(prompt)}; "
                             "for a batch use generate")
         cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_beams != 1:
+            raise ValueError("stream makes one sequence as it goes: beam search (num_beams > 1) needs generate")
         if cfg.num_return_sequences != 1:
             raise ValueError("stream makes one sequence: `num_return_sequences` must be 1, "
                              f"got {cfg.num_return_sequences}; use generate for several")
@@ -432,6 +484,8 @@ class Generator:
         if not single:
             raise TypeError("iter_ids takes one prompt (a list of ids); for a batch use generate_ids")
         cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_beams != 1:
+            raise ValueError("iter_ids makes one sequence as it goes: beam search (num_beams > 1) needs generate_ids")
         if cfg.num_return_sequences != 1:
             raise ValueError("iter_ids makes one sequence: `num_return_sequences` must be 1, "
                              f"got {cfg.num_return_sequences}; use generate_ids for several")
@@ -455,6 +509,10 @@ class Generator:
         """
         cfg = self._config(max_new_tokens, config, options)
         prompts, single = self._encode_prompts(prompt)
+        if cfg.num_beams > 1:
+            results = self._beam_results(prompts, cfg, return_logprobs or top_logprobs)
+            out = results if return_result else [r.text for r in results]
+            return out[0] if single and cfg.num_return_sequences == 1 else out
         run = _Run(self, prompts, cfg, need_text=True, want_logprobs=return_logprobs,
                    top_logprobs=top_logprobs)
         rows = run.run()
@@ -474,6 +532,10 @@ class Generator:
         prompts, single = self._id_prompts(prompt_ids)
         cfg = self._config(max_new_tokens, config, options)
         as_result = return_result or return_logprobs or (_is_int(top_logprobs) and top_logprobs > 0)
+        if cfg.num_beams > 1:
+            results = self._beam_results(prompts, cfg, return_logprobs or top_logprobs)
+            out = results if as_result else [r.token_ids for r in results]
+            return out[0] if single and cfg.num_return_sequences == 1 else out
         run = _Run(self, prompts, cfg, need_text=False, want_logprobs=return_logprobs,
                    top_logprobs=top_logprobs)
         if as_result and self.tokenizer is not None:
@@ -483,6 +545,71 @@ class Generator:
         rows = run.run()
         out = [row.result() if as_result else list(row.ids) for row in rows]
         return out[0] if single and cfg.num_return_sequences == 1 else out
+
+    def trace_ids(self, prompt_ids, max_new_tokens: int | None = None, *, config: GenerationConfig | None = None,
+                  **options) -> "GenerationTrace":
+        """:meth:`generate_ids` (one result per row, grouped by prompt) plus, per generated
+        position, every row's raw logits and its scores after the processors (what it chose
+        from), as transformers' ``output_logits`` / ``output_scores``."""
+        prompts, _ = self._id_prompts(prompt_ids)
+        cfg = self._config(max_new_tokens, config, options)
+        if cfg.num_beams > 1:
+            raise ValueError("trace_ids follows one sequence per row: for beam search use beam_search()")
+        run = _Run(self, prompts, cfg, need_text=False, want_logprobs=False, top_logprobs=0)
+        run.trace = ([], [])
+        rows = run.run()
+        return GenerationTrace([row.result() for row in rows], run.trace[0], run.trace[1])
+
+    # -- beam search ----------------------------------------------------------------------------
+    def beam_search(self, prompt_ids, max_new_tokens: int | None = None, *, config: GenerationConfig | None = None,
+                    return_scores: bool = False, return_logits: bool = False, **options) -> BeamSearchOutput:
+        """Beam search (fastgpt/beam_search.py) from one prompt or a batch of id lists: each
+        prompt's ``num_return_sequences`` best hypotheses with their scores and beam indices,
+        and with ``return_scores`` / ``return_logits`` every step's processed log-probabilities
+        / raw logits. Options as :meth:`generate_ids` (``num_beams`` defaults to 4 here)."""
+        options.setdefault("num_beams", 4)
+        prompts, _ = self._id_prompts(prompt_ids)
+        cfg = self._config(max_new_tokens, config, options)
+        return self._run_beams(prompts, cfg, return_scores, return_logits)
+
+    def _run_beams(self, prompts: list[list[int]], cfg: GenerationConfig, return_scores: bool,
+                   return_logits: bool) -> BeamSearchOutput:
+        eos = self._resolve_eos(cfg.eos_token_id)
+        params = cfg.sampling_params(eos).validate(self.model.config.vocab_size)
+        for i, p in enumerate(prompts):
+            _, dropped = self._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, cfg)
+            if dropped:
+                raise ValueError("truncate='left' is not supported with beam search: shorten the prompt")
+        return beam_search(self.model, prompts, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens,
+                           eos_token_id=eos, params=params, length_penalty=cfg.length_penalty,
+                           early_stopping=cfg.early_stopping, num_return_sequences=cfg.num_return_sequences,
+                           seed=cfg.seed, return_scores=return_scores, return_logits=return_logits)
+
+    def _beam_results(self, prompts: list[list[int]], cfg: GenerationConfig, logprobs) -> list[GenerationResult]:
+        if logprobs:
+            raise ValueError("log-probabilities are not reported with beam search (num_beams > 1)")
+        eos = frozenset(self._resolve_eos(cfg.eos_token_id))
+        results = []
+        for hyps in self._run_beams(prompts, cfg, False, False).hypotheses:
+            for h in hyps:
+                ended = bool(h.token_ids) and h.token_ids[-1] in eos
+                kept = h.token_ids[:-1] if ended else h.token_ids       # text stops before EOS, as elsewhere
+                text = None if self.tokenizer is None else self.tokenizer.decode(kept)
+                results.append(GenerationResult(text, h.token_ids, finish_reason="eos" if ended else "length",
+                                                score=h.score))
+        return results
+
+
+def _check_memory(model: Model, fitted: list, cfg: GenerationConfig) -> None:
+    """MemoryLimitError naming num_return_sequences and the prompts if the call's cache and
+    prefill activations cannot fit, before any row is built."""
+    n_rows = len(fitted) * cfg.num_return_sequences
+    longest = max(len(ids) for ids, _ in fitted)
+    slots = longest + cfg.max_new_tokens
+    prefill_positions = n_rows * min(longest, model.prefill_chunk)
+    need = KVCache.nbytes_for(model.config, n_rows, slots) + Workspace.nbytes_for(model.config, prefill_positions, n_rows)
+    memory.require(need, f"generating {n_rows} rows (num_return_sequences={cfg.num_return_sequences} x "
+                         f"{len(fitted)} prompt(s)) of up to {slots} tokens")
 
 
 def _stream_text(run: _Run):

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import memory
 from .config import GPT2Config
 
 
@@ -40,6 +41,8 @@ class Workspace:
 
     def __init__(self, config: GPT2Config, rows: int, batch_size: int):
         C, F = config.n_embd, config.d_ff
+        memory.require(self.nbytes_for(config, rows, batch_size), f"the activations of {rows} new positions "
+                       "(batch x tokens)")
         self.rows = rows
         self.x = np.empty((rows, C), np.float32)          # residual stream
         self.h = np.empty((rows, C), np.float32)          # normed input / projection output
@@ -52,6 +55,12 @@ class Workspace:
         self._scratch: dict[str, np.ndarray] = {}
         #: The backend's fused decode step built for these buffers (see CythonBackend.decoder).
         self.decoder = None
+
+    @staticmethod
+    def nbytes_for(config: GPT2Config, rows: int, batch_size: int) -> int:
+        """Bytes of the buffers below (the kernels' scratch aside: small, and sized by threads)."""
+        C = config.n_embd
+        return 4 * (rows * (6 * C + config.d_ff) + batch_size * (C + config.vocab_size)) + 8 * rows
 
     def scratch(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A buffer of at least ``shape`` (reused; reallocated only when it must grow)."""
@@ -79,16 +88,20 @@ class KVCache:
             max_len = config.n_positions
         if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= config.n_positions:
             raise CacheError(f"max_len must be an integer in [1, n_positions={config.n_positions}], got {max_len!r}")
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
+        memory.require(self.nbytes_for(config, batch_size, max_len),
+                       f"a KV cache of batch_size={batch_size}, max_len={max_len}")
         self.config = config
         self.batch_size = batch_size
         self.max_len = max_len
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
         self.k = np.zeros(shape, np.float32)
         self.v = np.zeros(shape, np.float32)
         self.start = np.zeros(batch_size, np.int64)
         self.lengths = np.zeros(batch_size, np.int64)
         self._workspace: Workspace | None = None
         self._lock = threading.Lock()
+        self._spare: np.ndarray | None = None           # one row for reorder's cycles
+        self._spare_row = (0, 0)                        # its (length, start)
 
     # -- the rows' state -------------------------------------------------------------------
     @property
@@ -114,8 +127,11 @@ class KVCache:
 
     def set_left_padding(self, pad_counts) -> None:
         """Declare that row b's first ``pad_counts[b]`` slots are padding (call before prefill)."""
-        pad = np.asarray(pad_counts, dtype=np.int64)
-        if pad.shape != (self.batch_size,) or (pad < 0).any() or (pad >= self.max_len).any():
+        try:
+            pad = np.asarray(pad_counts, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            pad = None
+        if pad is None or pad.shape != (self.batch_size,) or (pad < 0).any() or (pad >= self.max_len).any():
             raise CacheError(f"pad_counts must be {self.batch_size} integers in [0, {self.max_len}), got {pad_counts!r}")
         if self.lengths.any():
             raise CacheError("set_left_padding must be called on an empty cache (after reset())")
@@ -136,6 +152,88 @@ class KVCache:
         if np.unique(arr).size != arr.size:
             raise CacheError(f"rows must be distinct, got {arr.tolist()}")
         return arr
+
+    # -- exchange with per-layer arrays (transformers' past_key_values) ----------------------
+    @classmethod
+    def from_layers(cls, config: GPT2Config, layers, max_len: int | None = None) -> "KVCache":
+        """A cache holding ``layers``: per layer, (keys, values) arrays of shape (batch, heads,
+        seq, head_dim), transformers' layout. Every row holds ``seq`` slots from slot 0 (no
+        left padding: a padded past is masked by the caller's attention mask). ``max_len``: the
+        capacity, room for what comes next (default ``n_positions``)."""
+        layers = list(layers)
+        if len(layers) != config.n_layer:
+            raise CacheError(f"past key/values have {len(layers)} layers, the model has n_layer={config.n_layer}")
+        first = np.shape(layers[0][0]) if layers and len(layers[0]) >= 2 else ()
+        if len(first) != 4 or first[1:2] + first[3:] != (config.n_head, config.head_dim):
+            raise CacheError(f"past keys must have shape (batch, n_head={config.n_head}, seq, head_dim="
+                             f"{config.head_dim}), got {first}")
+        B, _, S, _ = first
+        cache = cls(config, batch_size=B, max_len=max_len)
+        if S > cache.max_len:
+            raise CacheError(f"past of {S} positions does not fit max_len={cache.max_len}")
+        for layer, pair in enumerate(layers):
+            if len(pair) < 2:
+                raise CacheError(f"layer {layer} of the past is not a (keys, values) pair")
+            for which, arr, name in ((cache.k, pair[0], "keys"), (cache.v, pair[1], "values")):
+                a = np.asarray(arr, dtype=np.float32)
+                if a.shape != first:
+                    raise CacheError(f"layer {layer} {name} have shape {a.shape}, layer 0 keys {first}")
+                if not np.isfinite(a).all():
+                    raise CacheError(f"layer {layer} {name} hold NaN or infinite values")
+                which[layer, :, :, :S] = a
+        cache.lengths[:] = S
+        return cache
+
+    def to_layers(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """Per layer, (keys, values) of the filled slots, (batch, heads, seq, head_dim): views
+        into this cache (no copy), valid until its rows are reset or reordered."""
+        S = self.pos
+        return tuple((self.k[layer, :, :, :S], self.v[layer, :, :, :S]) for layer in range(self.config.n_layer))
+
+    def reorder(self, indices) -> None:
+        """Row ``r`` takes the contents of row ``indices[r]`` (beam search: each beam continues
+        some beam's prefix), in place. Only the filled slots of the rows that change are copied;
+        a row that must be overwritten while another still needs it (a cycle) goes through one
+        spare row, allocated on first use and kept."""
+        src = np.asarray(indices)
+        B = self.batch_size
+        if src.shape != (B,) or src.dtype.kind not in "iu" or (src < 0).any() or (src >= B).any():
+            raise CacheError(f"reorder needs {B} row indices in [0, {B}), got {indices!r}")
+        pending = {r: int(s) for r, s in enumerate(src) if s != r}       # destination -> source
+        readers = np.bincount(np.fromiter(pending.values(), np.int64, len(pending)), minlength=B + 1)
+        spare = B                                                        # the spare's "row number"
+        with self.in_use():
+            while pending:
+                free = [r for r in pending if readers[r] == 0]
+                if not free:                # only cycles remain: park one destination in the spare
+                    r = next(iter(pending))
+                    self._copy_row(spare, r)
+                    for d, s in pending.items():
+                        if s == r:
+                            pending[d] = spare
+                    readers[spare], readers[r] = readers[r], 0
+                    continue
+                for r in free:
+                    s = pending.pop(r)
+                    self._copy_row(r, s)
+                    readers[s] -= 1
+
+    def _copy_row(self, dst: int, src: int) -> None:
+        """Row (or the spare, numbered batch_size) dst = src: its filled slots, length and start."""
+        B = self.batch_size
+        if self._spare is None and B in (dst, src):
+            C = self.config
+            self._spare = np.empty((2, C.n_layer, C.n_head, self.max_len, C.head_dim), np.float32)
+        n, start = self._spare_row if src == B else (int(self.lengths[src]), int(self.start[src]))
+        for which, arr in enumerate((self.k, self.v)):
+            for layer in range(arr.shape[0]):     # per layer: two disjoint blocks, no temporary
+                to = self._spare[which, layer] if dst == B else arr[layer, dst]
+                fro = self._spare[which, layer] if src == B else arr[layer, src]
+                to[:, :n] = fro[:, :n]
+        if dst == B:
+            self._spare_row = (n, start)
+        else:
+            self.lengths[dst], self.start[dst] = n, start
 
     @property
     def remaining(self) -> int:
@@ -162,3 +260,8 @@ class KVCache:
 
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+    @staticmethod
+    def nbytes_for(config: GPT2Config, batch_size: int, max_len: int) -> int:
+        """Bytes of the keys and values of a cache of this size (float32)."""
+        return 2 * 4 * config.n_layer * batch_size * max_len * config.n_embd

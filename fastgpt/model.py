@@ -6,6 +6,12 @@ position's logits are computed, which is what generation needs. A decode step of
 (one new token per row) runs as one call when the backend offers a fused decoder (the compiled
 one does: kernels/_decode.pyx); otherwise, and for prompts, the blocks run op by op.
 
+``forward_full`` is the same pass with everything a caller of transformers' API can ask
+for: the hidden states after each block and the final norm, explicit positions, token
+embeddings given instead of ids, an attention mask over the cache's slots, per-head scales
+and the attention probabilities. Left padding and the hidden states run on the backend's
+kernels; other masks, head scales and probabilities take the NumPy reference attention.
+
 Sharing: a Model holds only read-only state (config, weights, backend settings), so any number
 of threads may call it at once, each with its own KVCache (or none): every call gives bitwise
 what it gives alone. A KVCache belongs to one call at a time; using one from two threads at once
@@ -14,11 +20,15 @@ raises CacheBusyError.
 
 from __future__ import annotations
 
+import numbers
+from dataclasses import dataclass
+
 import numpy as np
 
+from . import memory
 from .backend import select_backend
 from .config import GPT2Config
-from .kv_cache import CacheError, KVCache
+from .kv_cache import CacheError, KVCache, Workspace
 from .quant import QuantizedWeight, check_dtype, quantize_weights, weights_dtype
 from .weights import GPT2Weights
 
@@ -54,15 +64,26 @@ class Model:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path, backend: str = "auto", num_threads: int | None = None,
-                        dtype: str | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> "Model":
+                        dtype: str | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                        check_weights: bool = False) -> "Model":
         """Load a Hugging Face GPT-2 folder (config.json + safetensors / pytorch_model.bin), or
-        one written by ``fastgpt convert`` (memory-mapped in its own dtype)."""
+        one written by ``fastgpt convert`` (memory-mapped in its own dtype).
+
+        ``check_weights=True`` reads every weight and raises NonFiniteWeightsError naming those
+        that hold NaN or Inf. It is off by default because it reads the whole file, which a
+        memory-mapped load otherwise never does (pages come in as the model touches them).
+        """
+        from .loaders.errors import NonFiniteWeightsError
         from .loaders.gpt2 import load_pretrained
 
         if dtype is not None:
             check_dtype(dtype)  # fail before a long load
         _check_prefill_chunk(prefill_chunk)
         config, weights = load_pretrained(path)
+        if check_weights:
+            bad = weights.nonfinite_tensors()
+            if bad:
+                raise NonFiniteWeightsError(f"{path}: {len(bad)} weight(s) hold NaN or Inf: {', '.join(bad)}")
         return cls(config, weights, backend=backend, num_threads=num_threads, dtype=dtype,
                    prefill_chunk=prefill_chunk)
 
@@ -109,8 +130,15 @@ class Model:
 
     # -- forward --------------------------------------------------------------------------
     def _check_ids(self, ids) -> tuple[np.ndarray, bool]:
-        arr = np.asarray(ids)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        try:
+            arr = np.asarray(ids)
+        except ValueError:          # ragged nested lists
+            raise TokenIdError("token ids must have shape (seq,) or (batch, seq), got rows of different "
+                               "lengths") from None
+        if arr.dtype == object:     # Python ints beyond int64 (or not ints at all)
+            arr = _object_ids(arr, self.config.vocab_size)
+        # Kinds i and u only: NumPy counts timedelta64 as an integer type, and bool is not an id.
+        if arr.dtype.kind not in "iu" and arr.size:
             raise TokenIdError(f"token ids must be integers, got dtype {arr.dtype}")
         squeeze = arr.ndim == 1
         if squeeze:
@@ -124,12 +152,30 @@ class Model:
             raise TokenIdError(f"token id {int(arr[b, t])} at position {int(t)} is outside the vocabulary [0, {V})")
         return np.ascontiguousarray(arr, dtype=np.int64), squeeze
 
+    def _cache_for(self, cache, rows, B: int, T: int) -> KVCache:
+        """The cache that ids (B, T) extend: ``cache``, or a fresh one for these tokens when None."""
+        if cache is None:
+            if rows is not None:
+                raise CacheError("rows= names rows of a cache: pass cache= too")
+            if T > self.config.n_positions:
+                raise CacheError(f"{T} tokens exceed the model's context of n_positions={self.config.n_positions}")
+            memory.require(KVCache.nbytes_for(self.config, B, T)
+                           + Workspace.nbytes_for(self.config, B * min(T, self._prefill_chunk), B),
+                           f"a pass over a batch of {B} x {T} tokens (its KV cache and activations)")
+            return self.new_cache(batch_size=B, max_len=T)
+        if not isinstance(cache, KVCache):
+            raise CacheError(f"cache must be a KVCache (from model.new_cache), got {type(cache).__name__}")
+        return cache
+
     def _check_cache(self, cache, rows, B: int, T: int) -> np.ndarray:
         """The cache rows that ids of shape (B, T) extend, checked to fit."""
         if not isinstance(cache, KVCache):
             raise CacheError(f"cache must be a KVCache (from model.new_cache), got {type(cache).__name__}")
         if cache.config is not self.config and cache.config != self.config:
-            raise CacheError("cache was made for another model config; make one with this model's new_cache()")
+            ours, theirs = self.config.to_dict(), cache.config.to_dict()
+            differ = ", ".join(f"{k}={theirs[k]!r} (the model's: {v!r})" for k, v in ours.items() if theirs[k] != v)
+            raise CacheError(f"cache was made for another model config: {differ}; make one with this model's "
+                             "new_cache()")
         if rows is None:
             if cache.batch_size != B:
                 raise CacheError(f"ids have batch size {B} but the cache was made for batch_size={cache.batch_size}")
@@ -158,14 +204,12 @@ class Model:
         """
         arr, squeeze = self._check_ids(ids)
         B, T = arr.shape
-        if cache is None:
-            if rows is not None:
-                raise CacheError("rows= names rows of a cache: pass cache= too")
-            if T > self.config.n_positions:
-                raise CacheError(f"{T} tokens exceed the model's context of n_positions={self.config.n_positions}")
-            cache = self.new_cache(batch_size=B, max_len=T)
-        row_idx = self._check_cache(cache, rows, B, T)
-        with cache.in_use():
+        if not last_only:
+            memory.require(4 * B * T * self.config.vocab_size, f"the logits of {B} x {T} positions (use last_only=True "
+                           "for the last position's)")
+        cache = self._cache_for(cache, rows, B, T)
+        with cache.in_use():                   # the fit is checked against what no other call can change
+            row_idx = self._check_cache(cache, rows, B, T)
             self.backend.threads.apply()
             chunk = self._prefill_chunk
             if T <= chunk:
@@ -183,6 +227,115 @@ class Model:
         return logits[0] if squeeze else logits
 
     __call__ = forward
+
+    def forward_full(self, ids=None, cache: KVCache | None = None, rows=None, *, inputs_embeds=None,
+                     position_ids=None, attention_mask=None, head_mask=None, output_hidden_states: bool = False,
+                     output_attentions: bool = False, compute_logits: bool = True) -> "ForwardOutput":
+        """Every output of one pass over new positions, with what callers such as transformers'
+        API set explicitly; see :class:`ForwardOutput` for the results.
+
+        ``ids`` (B, T) ints, or ``inputs_embeds`` (B, T, n_embd): the token embeddings to use
+        instead of wte's rows. ``cache`` / ``rows``: as :meth:`forward` (default: a fresh cache).
+        ``position_ids`` (B, T): the wpe rows (default: counted from each row's first real slot,
+        as :meth:`forward`). ``attention_mask`` (B, S), 0/1 over each row's slots 0..S-1, S its
+        length after this call (rows of one length): a query sees the slots at or before its own
+        that are 1; a query that sees none gives zeros. A mask that is only left padding
+        (0...0 1...1) becomes the rows' ``cache.start`` (on empty rows, or rows already padded so)
+        and runs on the backend's kernels; any other mask runs the NumPy reference attention, as
+        do ``head_mask`` ((H,) or (n_layer, H): scales each head's attention probabilities) and
+        ``output_attentions``. ``compute_logits=False`` skips the LM head. One pass: no prefill
+        chunks (``forward`` chunks long prompts, so the two may round differently there).
+        """
+        C = self.config.n_embd
+        if (ids is None) == (inputs_embeds is None):
+            raise ValueError("forward_full takes ids or inputs_embeds: give exactly one of them")
+        arr = embeds = None
+        if ids is not None:
+            arr, squeeze = self._check_ids(ids)
+            if squeeze:
+                raise TokenIdError(f"forward_full takes ids of shape (batch, seq), got {np.shape(ids)}")
+        else:
+            embeds = np.ascontiguousarray(inputs_embeds, dtype=np.float32)
+            if embeds.ndim != 3 or embeds.shape[1] == 0 or embeds.shape[2] != C:
+                raise ValueError(f"inputs_embeds must have shape (batch, seq, n_embd={C}), got {np.shape(inputs_embeds)}")
+            if not np.isfinite(embeds).all():
+                raise ValueError("inputs_embeds holds NaN or infinite values")
+        B, T = (arr if arr is not None else embeds).shape[:2]
+        positions = None if position_ids is None else self._check_positions(position_ids, B, T)
+        head_scale = self._check_head_mask(head_mask)
+        if compute_logits:
+            memory.require(4 * B * T * self.config.vocab_size, f"the logits of {B} x {T} positions")
+        cache = self._cache_for(cache, rows, B, T)
+        be, w = self.backend, self.weights
+        with cache.in_use():
+            row_idx = self._check_cache(cache, rows, B, T)
+            slots = cache.lengths[row_idx].copy()                    # (B,) first new slot per row
+            visible, pads = self._attention_visibility(attention_mask, cache, row_idx, slots, T)
+            extras = None
+            if visible is not None or head_scale is not None or output_attentions:
+                if output_attentions and (slots != slots[0]).any():
+                    raise CacheError(f"output_attentions needs rows of one length, got {slots.tolist()}")
+                extras = _AttentionExtras(visible, head_scale, output_attentions, self.config, B, T, int(slots[0]) + T)
+            be.threads.apply()
+            if pads is not None:
+                cache.start[row_idx] = pads
+            ws = cache.workspace(B * T)
+            self._embed(arr, cache, row_idx, slots, ws, embeds=embeds, positions=positions)
+            states = [ws.x[:B * T].reshape(B, T, C).copy()] if output_hidden_states else None
+            x = self._blocks(T, cache, row_idx, slots, ws, extras, states)
+            cache.lengths[row_idx] = slots + T
+            last = np.empty((B * T, C), np.float32)
+            be.layer_norm(x, w.ln_f_g, w.ln_f_b, self.config.layer_norm_epsilon, out=last)
+            logits = None
+            if compute_logits:
+                logits = np.empty((B * T, self.config.vocab_size), np.float32)
+                be.linear(last, w.lm_head, None, out=logits, ws=ws)
+                logits = logits.reshape(B, T, -1)
+        return ForwardOutput(logits, last.reshape(B, T, C), None if states is None else tuple(states),
+                             None if extras is None or extras.probs is None else tuple(extras.probs))
+
+    def _check_positions(self, position_ids, B: int, T: int) -> np.ndarray:
+        pos = np.asarray(position_ids)
+        if pos.shape == (T,):
+            pos = np.broadcast_to(pos, (B, T))
+        if pos.shape not in ((B, T), (1, T)) or not (np.issubdtype(pos.dtype, np.integer) or pos.size == 0):
+            raise ValueError(f"position_ids must be integers of shape ({B}, {T}), got {pos.dtype} {pos.shape}")
+        P = self.config.n_positions
+        if ((pos < 0) | (pos >= P)).any():
+            raise ValueError(f"position_ids must lie in [0, n_positions={P}), got {int(pos.min())}..{int(pos.max())}")
+        return np.ascontiguousarray(np.broadcast_to(pos, (B, T)), dtype=np.int64)
+
+    def _check_head_mask(self, head_mask) -> np.ndarray | None:
+        """(n_layer, H) float32 scales, from (H,) or (n_layer, H)."""
+        if head_mask is None:
+            return None
+        L, H = self.config.n_layer, self.config.n_head
+        m = np.asarray(head_mask, dtype=np.float32)
+        if m.shape not in ((H,), (L, H)) or not np.isfinite(m).all():
+            raise ValueError(f"head_mask must be finite numbers of shape ({H},) or ({L}, {H}), got {m.shape}")
+        return np.ascontiguousarray(np.broadcast_to(m, (L, H)))
+
+    def _attention_visibility(self, attention_mask, cache: KVCache, rows: np.ndarray, slots: np.ndarray, T: int):
+        """(visible (B, T, S) bool for the reference attention, or None; left padding to give the
+        rows as cache.start, or None) for an attention_mask over the rows' slots."""
+        if attention_mask is None:
+            return None, None
+        B = rows.shape[0]
+        if (slots != slots[0]).any():
+            raise CacheError(f"an attention_mask needs rows of one length, got {slots.tolist()}")
+        S = int(slots[0]) + T
+        m = np.asarray(attention_mask)
+        if m.shape != (B, S) or not (m.dtype == bool or np.issubdtype(m.dtype, np.integer)) or (
+                (m != 0) & (m != 1)).any():
+            raise ValueError(f"attention_mask must be 0/1 of shape (batch, past + new slots) = ({B}, {S}), "
+                             f"got {m.dtype} {m.shape}")
+        m = m.astype(bool)
+        pads = S - m.sum(axis=1)                                          # (B,) as if left-padded
+        left_padded = (m == (np.arange(S)[None, :] >= pads[:, None])).all() and (pads < S).all()
+        if left_padded and (slots[0] == 0 or (cache.start[rows] == pads).all()):
+            return None, pads
+        causal = np.arange(S)[None, :] <= (slots[0] + np.arange(T))[:, None]   # (T, S)
+        return causal[None] & m[:, None, :], None
 
     def _forward_chunk(self, ids: np.ndarray, cache: KVCache, rows: np.ndarray, head: str | None):
         """One pass through the model for ids (B, T), T <= prefill_chunk. ``head``: "last" ->
@@ -214,25 +367,45 @@ class Model:
         cache.lengths[rows] = slots + T
         return logits
 
-    def _embed(self, ids: np.ndarray, cache: KVCache, rows: np.ndarray, slots: np.ndarray, ws) -> None:
-        """The workspace's x = token + position embeddings of ids (B, T) at each row's slots."""
+    def _embed(self, ids: np.ndarray | None, cache: KVCache, rows: np.ndarray, slots: np.ndarray, ws,
+               embeds: np.ndarray | None = None, positions: np.ndarray | None = None) -> None:
+        """The workspace's x = token + position embeddings of ids (B, T) at each row's slots.
+        forward_full may give the token embeddings (``embeds``, (B, T, C)) and the positions."""
         w = self.weights
-        B, T = ids.shape
+        B, T = (ids if ids is not None else embeds).shape[:2]
         N = B * T
         x, h = ws.x[:N], ws.h[:N]
-        # Positions count from each row's first real token (left padding); padding slots get 0.
-        positions = ws.positions[:N].reshape(B, T)
-        np.add(slots[:, None] - cache.start[rows][:, None], np.arange(T), out=positions)
-        np.maximum(positions, 0, out=positions)
-        if isinstance(w.wte, QuantizedWeight):
-            w.wte.dequantize_rows(ids.reshape(N), out=x)            # (N, C): only the rows needed
+        if positions is None:
+            # Positions count from each row's first real token (left padding); padding slots get 0.
+            positions = ws.positions[:N].reshape(B, T)
+            np.add(slots[:, None] - cache.start[rows][:, None], np.arange(T), out=positions)
+            np.maximum(positions, 0, out=positions)
+        if embeds is not None:
+            x[...] = embeds.reshape(N, -1)
         else:
-            np.take(w.wte, ids.reshape(N), axis=0, out=x)          # (N, C)
+            self._token_embeddings(ids.reshape(N), out=x)          # (N, C)
         np.take(w.wpe, positions.reshape(N), axis=0, out=h)        # (N, C)
         x += h
 
-    def _blocks(self, T: int, cache: KVCache, rows: np.ndarray, slots: np.ndarray, ws) -> np.ndarray:
-        """Every block, op by op, over the embeddings that _embed put in the workspace."""
+    def _token_embeddings(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out (N, C) = wte rows of ids (N,)."""
+        wte = self.weights.wte
+        if isinstance(wte, QuantizedWeight):
+            return wte.dequantize_rows(ids, out=out)               # only the rows needed
+        return np.take(wte, ids, axis=0, out=out)
+
+    def token_embeddings(self, ids) -> np.ndarray:
+        """wte rows of token ids (any shape, at least one id): float32 (..., n_embd), a new array."""
+        arr = np.asarray(ids)
+        flat, _ = self._check_ids(arr.reshape(1, -1))
+        out = np.empty((flat.shape[1], self.config.n_embd), np.float32)
+        return self._token_embeddings(flat[0], out).reshape(arr.shape + (self.config.n_embd,))
+
+    def _blocks(self, T: int, cache: KVCache, rows: np.ndarray, slots: np.ndarray, ws,
+                extras: "_AttentionExtras | None" = None, states: list | None = None) -> np.ndarray:
+        """Every block, op by op, over the embeddings that _embed put in the workspace.
+        ``extras``: forward_full's attention mask, head scales and probabilities (the reference
+        attention computes those); ``states``: receives a copy of each block's output."""
         cfg, w, be = self.config, self.weights, self.backend
         B = rows.shape[0]
         N, C, H, D = B * T, cfg.n_embd, cfg.n_head, cfg.head_dim
@@ -243,7 +416,11 @@ class Model:
         for layer, blk in enumerate(w.blocks):
             be.layer_norm(x, blk.ln_1_g, blk.ln_1_b, eps, out=h)
             be.linear(h, blk.attn_qkv_w, blk.attn_qkv_b, out=qkv, ws=ws)
-            be.attention(qkv_bt, cache.k[layer], cache.v[layer], rows, cache.start, slots, out=attn_bthd, ws=ws)
+            if extras is None:
+                be.attention(qkv_bt, cache.k[layer], cache.v[layer], rows, cache.start, slots, out=attn_bthd, ws=ws)
+            else:
+                be.attention(qkv_bt, cache.k[layer], cache.v[layer], rows, cache.start, slots, out=attn_bthd, ws=ws,
+                             **extras.for_layer(layer))
             be.linear(attn, blk.attn_proj_w, blk.attn_proj_b, out=h, ws=ws)
             be.add(x, h, out=x)
             be.layer_norm(x, blk.ln_2_g, blk.ln_2_b, eps, out=h)
@@ -251,7 +428,53 @@ class Model:
             be.activation(cfg.activation_function, ff, out=ff)
             be.linear(ff, blk.mlp_proj_w, blk.mlp_proj_b, out=h, ws=ws)
             be.add(x, h, out=x)
+            if states is not None:
+                states.append(x.reshape(B, T, C).copy())
         return x
+
+
+def _object_ids(arr: np.ndarray, vocab_size: int) -> np.ndarray:
+    """An object array of ids (Python ints too large for int64, or not ints) as int64, or the
+    TokenIdError naming the first bad one."""
+    for index, value in np.ndenumerate(arr):
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+            raise TokenIdError(f"token ids must be integers, got {type(value).__name__} {value!r} at {list(index)}")
+        if not 0 <= value < vocab_size:
+            raise TokenIdError(f"token id {value} at position {index[-1]} is outside the vocabulary [0, {vocab_size})")
+    return arr.astype(np.int64)
+
+
+@dataclass
+class ForwardOutput:
+    """What :meth:`Model.forward_full` computes for the T new positions of B rows.
+
+    ``logits``: (B, T, vocab) float32, or None with ``compute_logits=False``.
+    ``last_hidden_state``: (B, T, n_embd), the final layer norm's output (what the head reads).
+    ``hidden_states`` (with ``output_hidden_states``): n_layer + 1 arrays (B, T, n_embd): the
+    embeddings, then each block's output (the last one before the final layer norm).
+    ``attentions`` (with ``output_attentions``): n_layer arrays (B, n_head, T, S): each layer's
+    attention probabilities over the rows' slots 0..S-1 (S = their length after the call).
+    """
+
+    logits: np.ndarray | None
+    last_hidden_state: np.ndarray
+    hidden_states: tuple[np.ndarray, ...] | None = None
+    attentions: tuple[np.ndarray, ...] | None = None
+
+
+class _AttentionExtras:
+    """forward_full's requests of the reference attention, handed out layer by layer."""
+
+    def __init__(self, visible, head_scale, want_probs: bool, config: GPT2Config, B: int, T: int, S: int):
+        self.visible = visible                                 # (B, T, S) bool or None
+        self.head_scale = head_scale                           # (n_layer, H) float32 or None
+        self.probs = ([np.empty((B, config.n_head, T, S), np.float32) for _ in range(config.n_layer)]
+                      if want_probs else None)
+
+    def for_layer(self, layer: int) -> dict:
+        return {"visible": self.visible,
+                "head_scale": None if self.head_scale is None else self.head_scale[layer],
+                "probs": None if self.probs is None else self.probs[layer]}
 
 
 def _check_prefill_chunk(value) -> int:

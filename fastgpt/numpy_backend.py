@@ -32,9 +32,11 @@ class NumpyBackend:
             return quant.linear_ref(x, w, b, out)
         return ref.linear(x, w, b, out)
 
-    def attention(self, qkv, k_cache, v_cache, rows, start, slots, out, ws=None):
-        """Append each row's new keys and values to its cache row, then attend (see _numpy_ops)."""
-        return ref.attention(qkv, k_cache, v_cache, rows, start, slots, out)
+    def attention(self, qkv, k_cache, v_cache, rows, start, slots, out, ws=None, visible=None, head_scale=None,
+                  probs=None):
+        """Append each row's new keys and values to its cache row, then attend (see _numpy_ops:
+        ``visible``, ``head_scale`` and ``probs`` are the reference's alone)."""
+        return ref.attention(qkv, k_cache, v_cache, rows, start, slots, out, visible, head_scale, probs)
 
     def add(self, x, y, out):
         return ref.add(x, y, out)

@@ -236,6 +236,27 @@ def quantize(w: np.ndarray, fmt: str, name: str = "weight") -> QuantizedWeight:
     return QuantizedWeight(fmt, aligned(q), aligned(s16.view(np.uint16)))
 
 
+# Elements checked per slice by is_finite: its temporaries stay ~1 MB whatever the weight's size.
+_FINITE_SLICE = 1 << 18
+# Exponent bits that are all ones in NaN and Inf, per 16-bit format.
+_EXPONENT_MASK = {"bfloat16": 0x7F80, "float16": 0x7C00}
+
+
+def is_finite(w) -> bool:
+    """Whether a weight (a float array or a QuantizedWeight) holds no NaN or Inf. Reads every
+    element, in slices, so that no temporary the size of the weight is made."""
+    if isinstance(w, QuantizedWeight):
+        if w.format == "int8":                     # the int8 values are finite; the scales may not be
+            bits, mask = w.scales, _EXPONENT_MASK["float16"]
+        else:
+            bits, mask = w.data, _EXPONENT_MASK[w.format]
+        flat = bits.reshape(-1)
+        return not any(((flat[i:i + _FINITE_SLICE] & mask) == mask).any()
+                       for i in range(0, flat.size, _FINITE_SLICE))
+    flat = np.asarray(w).reshape(-1)
+    return all(np.isfinite(flat[i:i + _FINITE_SLICE]).all() for i in range(0, flat.size, _FINITE_SLICE))
+
+
 def as_float32(w) -> np.ndarray:
     """The float32 array a weight stands for (a QuantizedWeight is dequantized)."""
     return w.dequantize() if isinstance(w, QuantizedWeight) else w

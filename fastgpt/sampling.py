@@ -146,6 +146,9 @@ def _check_ids(name: str, ids, vocab_size: int) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+_INT64_END = 2**63
+
+
 def _check_eos_ids(eos_ids, vocab_size: int | None, name: str = "eos_token_id") -> np.ndarray:
     """None -> no ids; an int -> [int]; a sequence of ints -> array. Range-checked if V known."""
     if eos_ids is None:
@@ -155,9 +158,11 @@ def _check_eos_ids(eos_ids, vocab_size: int | None, name: str = "eos_token_id") 
         items = list(items)
     except TypeError:
         raise ValueError(f"`{name}` must be None, an int or a list of ints, got {eos_ids!r}.")
+    # Without a vocabulary the ids must still fit the int64 array they are kept in.
+    top = vocab_size if vocab_size is not None else _INT64_END
     for t in items:
-        if not _is_int(t) or t < 0 or (vocab_size is not None and t >= vocab_size):
-            rng = f"[0, {vocab_size})" if vocab_size is not None else ">= 0"
+        if not _is_int(t) or not 0 <= t < top:
+            rng = f"[0, {vocab_size})" if vocab_size is not None else "[0, 2**63)"
             raise ValueError(f"`{name}` must hold token ids in {rng}, got {t!r} in {eos_ids!r}.")
     return np.asarray(items, dtype=np.int64)
 

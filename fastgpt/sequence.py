@@ -43,6 +43,7 @@ class GenerationResult:
     likely tokens under the same distribution, in decreasing order (ties: lower id first);
     None unless requested. ``finish_reason``: "length", "stop" or "eos".
     ``prompt_tokens_dropped``: tokens cut from the prompt's start by ``truncate="left"``.
+    ``score``: with beam search, the hypothesis' score (see ``length_penalty``).
     """
 
     text: str | None
@@ -51,6 +52,7 @@ class GenerationResult:
     top_logprobs: list[dict[int, float]] | None = None
     finish_reason: str = "length"
     prompt_tokens_dropped: int = 0
+    score: float | None = None
 
 
 # --------------------------------------------------------------------------------------

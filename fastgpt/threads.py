@@ -7,7 +7,10 @@ thread count is process-global; it is only changed when a model with a different
 
 from __future__ import annotations
 
+import numbers
 import os
+
+import numpy as np
 
 _blas_threads_in_force: int | None = None
 _controller = None
@@ -35,13 +38,19 @@ def _set_blas_threads(n: int) -> None:
     _blas_threads_in_force = n
 
 
+#: The most threads a model may use: the kernels take the count as a C int, and OpenMP would
+#: start every one of them (llama.cpp caps its own at 512 too, GGML_MAX_N_THREADS).
+MAX_THREADS = 512
+
+
 class ThreadSettings:
     def __init__(self, num_threads: int | None = None):
         if num_threads is None:
             num_threads = default_num_threads()
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-        self.num_threads = num_threads
+        if (isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral)
+                or not 1 <= num_threads <= MAX_THREADS):
+            raise ValueError(f"num_threads must be an integer in [1, {MAX_THREADS}] or None, got {num_threads!r}")
+        self.num_threads = int(num_threads)
 
     def apply(self) -> None:
         """Make BLAS use this many threads (cheap when already in force)."""

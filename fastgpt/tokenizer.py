@@ -16,14 +16,17 @@ added_tokens are read; the pre-tokenizer is assumed to be GPT-2's.
 from __future__ import annotations
 
 import codecs
+import copy
 import functools
 import heapq
-import json
 import operator
 from collections.abc import Iterable
 from pathlib import Path
 
 import regex
+
+from . import jsonfile
+from .jsonfile import short_repr
 
 # OpenAI's encoder.py pattern. tiktoken spells it with possessive quantifiers
 # and a `\s++$` branch for speed; the splits are identical (the tests check).
@@ -36,6 +39,11 @@ _LAYOUTS = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"), ("token
 
 # Words kept in the per-tokenizer BPE cache; clearing it only costs speed.
 _CACHE_MAX = 100_000
+# Token ids are C ints in the model; a GPT-2 vocabulary is dense (ids 0..V-1), but unused ids
+# are tolerated (a small vocabulary that keeps GPT-2's 50256 for <|endoftext|>), up to this
+# many beyond twice the entries: tables by id are sized by the largest id, a number from the file.
+_MAX_ID = 2**31 - 1
+_SPARE_IDS = 65_536
 
 
 class TokenizerError(ValueError):
@@ -71,25 +79,31 @@ class Tokenizer:
         self._ranks: dict[tuple[str, str], int] = {}
         for rank, (a, b) in enumerate(merges):
             if (a, b) in self._ranks:
-                raise TokenizerError(f"{source}: merge #{rank + 1} {a!r} {b!r} repeats merge #{self._ranks[a, b] + 1}")
+                raise TokenizerError(f"{source}: merge #{rank + 1} {short_repr(a)} {short_repr(b)} repeats merge #{self._ranks[a, b] + 1}")
             if a + b not in vocab:
-                raise TokenizerError(f"{source}: merge #{rank + 1} {a!r} {b!r} makes {a + b!r}, which has no id")
+                raise TokenizerError(f"{source}: merge #{rank + 1} {short_repr(a)} {short_repr(b)} makes "
+                                     f"{short_repr(a + b)}, which has no id")
             self._ranks[a, b] = rank
 
         reachable = set(alphabet.values()) | {a + b for a, b in self._ranks}
         byte_of = {c: b for b, c in alphabet.items()}
+        top = max(vocab.values())
+        if top >= 2 * len(vocab) + _SPARE_IDS:
+            raise TokenizerError(f"{source}: largest id {top} for {len(vocab)} tokens; ids must number the "
+                                 "vocabulary from 0 with few gaps")
         self._vocab = dict(vocab)
         self._special: dict[str, int] = {}
-        self._tokens: list[str | None] = [None] * (max(vocab.values()) + 1)
+        self._tokens: list[str | None] = [None] * (top + 1)
         self._bytes: list[bytes | None] = [None] * len(self._tokens)
         for token, i in vocab.items():
             if self._tokens[i] is not None:
-                raise TokenizerError(f"{source}: id {i} is given to both {self._tokens[i]!r} and {token!r}")
+                raise TokenizerError(f"{source}: id {i} is given to both {short_repr(self._tokens[i])} and "
+                                     f"{short_repr(token)}")
             if token in reachable:
                 try:
                     self._bytes[i] = bytes(byte_of[c] for c in token)
                 except KeyError as e:
-                    raise TokenizerError(f"{source}: merged token {token!r} has {e.args[0]!r}, "
+                    raise TokenizerError(f"{source}: merged token {short_repr(token)} has {e.args[0]!r}, "
                                          "which is not in GPT-2's byte-level alphabet") from None
             else:
                 self._special[token] = i
@@ -136,6 +150,13 @@ class Tokenizer:
                              + (f" ({', '.join(partial)})" if partial else ""))
 
     @classmethod
+    def from_files(cls, vocab_file: str | Path, merges_file: str | Path) -> Tokenizer:
+        """Load a vocabulary and merges pair under any file names (vocab.json + merges.txt
+        or encoder.json + vocab.bpe formats)."""
+        files = Path(vocab_file), Path(merges_file)
+        return cls(*_read_pair(*files), source=" + ".join(map(str, files)))
+
+    @classmethod
     def gpt2(cls) -> Tokenizer:
         """OpenAI's GPT-2 tokenizer from the copy bundled with fastgpt."""
         return cls.from_pretrained(Path(__file__).parent / "data" / "gpt2")
@@ -158,6 +179,11 @@ class Tokenizer:
     def special_tokens(self) -> dict[str, int]:
         return dict(self._special)
 
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        """The BPE merges in rank order (what merges.txt lists)."""
+        return list(self._ranks)
+
     def id_to_token(self, i: int) -> str:
         self._token_bytes(i)  # validates
         return self._tokens[i]
@@ -167,6 +193,28 @@ class Tokenizer:
             return self._vocab[token]
         except KeyError:
             raise TokenizerError(f"token {token!r} is not in the vocabulary") from None
+
+    def with_added_tokens(self, tokens: Iterable[str]) -> Tokenizer:
+        """A copy in which each of ``tokens`` is one more special token: encoded as a single
+        id wherever it occurs (when allowed, as the others), decoded as its own text. A token
+        already in the vocabulary keeps its id; a new one takes the next id (the vocabulary
+        grows by one). ``self`` is unchanged, so a tokenizer in use elsewhere never sees a
+        vocabulary change mid-call."""
+        new = copy.copy(self)
+        new._vocab, new._special = dict(self._vocab), dict(self._special)
+        new._tokens, new._bytes = list(self._tokens), list(self._bytes)
+        new._cache = {}
+        for token in tokens:
+            if not isinstance(token, str) or not token:
+                raise TokenizerError(f"added tokens must be non-empty strings, got {token!r}")
+            i = new._vocab.get(token)
+            if i is None:
+                i = len(new._tokens)
+                new._vocab[token] = i
+                new._tokens.append(token)
+                new._bytes.append(token.encode("utf-8"))
+            new._special[token] = i
+        return new
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self._ranks)}, special={sorted(self._special)})"
@@ -315,33 +363,36 @@ def _special_pattern(names: frozenset[str]) -> regex.Pattern:
 
 
 def _read_text(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{file}: cannot read ({e})") from e
+    return jsonfile.read_text(file, TokenizerError)
 
 
 def _read_json(file: Path):
-    try:
-        return json.loads(_read_text(file))
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{file}: not valid JSON ({e})") from e
+    return jsonfile.read_json(file, TokenizerError)
 
 
 def _check_vocab(vocab, where: str) -> dict[str, int]:
     if not isinstance(vocab, dict) or not vocab:
         raise TokenizerError(f"{where}: expected a non-empty JSON object of token -> id")
     for token, i in vocab.items():
-        if type(i) is not int or i < 0:
-            raise TokenizerError(f"{where}: token {token!r} has id {i!r}; ids must be integers >= 0")
+        if type(i) is not int or not 0 <= i <= _MAX_ID:
+            raise TokenizerError(f"{where}: token {short_repr(token)} has id {short_repr(i)}; ids must be "
+                                 f"integers in [0, {_MAX_ID}]")
     return vocab
 
 
 def _parse_merge(merge, where: str) -> tuple[str, str]:
     parts = merge.split(" ") if isinstance(merge, str) else merge
     if not isinstance(parts, (list, tuple)) or len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
-        raise TokenizerError(f"{where}: expected two tokens ('a b' or [a, b]), got {merge!r}")
+        raise TokenizerError(f"{where}: expected two tokens ('a b' or [a, b]), got {short_repr(merge)}")
     return tuple(parts)
+
+
+def _check_merges(merges: list, where: str) -> list[tuple[str, str]]:
+    # Without merges every word is split into single bytes: not a GPT-2 tokenizer, and most
+    # likely a truncated or wrong file.
+    if not merges:
+        raise TokenizerError(f"{where}: no merges; a GPT-2 tokenizer has BPE merges (50,000 for GPT-2's own)")
+    return merges
 
 
 def _read_pair(vocab_file: Path, merges_file: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -352,7 +403,7 @@ def _read_pair(vocab_file: Path, merges_file: Path) -> tuple[dict[str, int], lis
         line = line.rstrip("\r")  # "\r" is never a byte symbol, so CRLF files are safe
         if line and not (n == 1 and line.startswith("#version")):
             merges.append(_parse_merge(line, f"{merges_file} line {n}"))
-    return vocab, merges
+    return vocab, _check_merges(merges, str(merges_file))
 
 
 def _check_gpt2_pipeline(obj: dict, file: Path) -> None:
@@ -376,18 +427,22 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[tuple[str, st
     model = obj.get("model") if isinstance(obj, dict) else None
     if not isinstance(model, dict) or model.get("type", "BPE") != "BPE":
         kind = model.get("type") if isinstance(model, dict) else None
-        raise TokenizerError(f"{file}: expected a BPE 'model' section, got {kind!r}")
+        raise TokenizerError(f"{file}: expected a BPE 'model' section, got {short_repr(kind)}")
     _check_gpt2_pipeline(obj, file)
     vocab = dict(_check_vocab(model.get("vocab"), f"{file} model.vocab"))
     if not isinstance(model.get("merges"), list):
         raise TokenizerError(f"{file}: model.merges must be a list")
     merges = [_parse_merge(m, f"{file} model.merges[{k}]") for k, m in enumerate(model["merges"])]
-    for k, added in enumerate(obj.get("added_tokens") or []):
+    _check_merges(merges, f"{file} model.merges")
+    added_tokens = obj.get("added_tokens") or []
+    if not isinstance(added_tokens, list):
+        raise TokenizerError(f"{file}: added_tokens must be a list, got {type(added_tokens).__name__}")
+    for k, added in enumerate(added_tokens):
         where = f"{file} added_tokens[{k}]"
         if not isinstance(added, dict) or not isinstance(added.get("content"), str):
             raise TokenizerError(f"{where}: expected an object with 'content' and 'id'")
         token, i = added["content"], added.get("id")
         _check_vocab({token: i}, where)
         if vocab.setdefault(token, i) != i:
-            raise TokenizerError(f"{where}: {token!r} has id {i} but model.vocab gives {vocab[token]}")
+            raise TokenizerError(f"{where}: {short_repr(token)} has id {i} but model.vocab gives {vocab[token]}")
     return vocab, merges

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from .config import GPT2Config
-from .quant import QuantizedWeight
+from .quant import QuantizedWeight, is_finite
 
 #: Fields that may hold a QuantizedWeight (16/8-bit); norms, biases and wpe stay float32.
 QUANTIZABLE = ("wte", "lm_head", "attn_qkv_w", "attn_proj_w", "mlp_fc_w", "mlp_proj_w")
@@ -90,15 +90,25 @@ class GPT2Weights:
         if problems:
             raise ValueError("weights do not match the config:\n  " + "\n  ".join(problems))
 
+    def named_tensors(self):
+        """(name, array) for every weight present, the tied head once (as "wte")."""
+        yield from (("wte", self.wte), ("wpe", self.wpe), ("ln_f_g", self.ln_f_g), ("ln_f_b", self.ln_f_b))
+        if not self.tied_head:
+            yield "lm_head", self.lm_head
+        for i, blk in enumerate(self.blocks):
+            for f in dataclasses.fields(blk):  # not dataclasses.astuple: it deep-copies every array
+                arr = getattr(blk, f.name)
+                if arr is not None:
+                    yield f"blocks.{i}.{f.name}", arr
+
+    def nonfinite_tensors(self) -> list[str]:
+        """Names of the weights that hold NaN or Inf. Reads every weight once: for memory-mapped
+        files that is a pass over the whole file, which loading itself never makes."""
+        return [name for name, arr in self.named_tensors() if not is_finite(arr)]
+
     def nbytes(self) -> int:
         """Bytes of parameters; the tied head is counted once."""
-        arrays = [self.wte, self.wpe, self.ln_f_g, self.ln_f_b]
-        if not self.tied_head:
-            arrays.append(self.lm_head)
-        for blk in self.blocks:
-            # not dataclasses.astuple: it deep-copies every array
-            arrays.extend(a for a in (getattr(blk, f.name) for f in dataclasses.fields(blk)) if a is not None)
-        return sum(a.nbytes for a in arrays)
+        return sum(arr.nbytes for _, arr in self.named_tensors())
 
 
 def random_weights(config: GPT2Config, seed: int = 0, std: float = 0.02) -> GPT2Weights:

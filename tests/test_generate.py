@@ -61,8 +61,10 @@ def byte_tokenizer() -> Tokenizer:
 class ScriptedModel:
     """Stands in for Model: step s of a call makes ``script[s]`` every row's argmax.
 
-    After the script it emits EOS. Only the three members Generator uses exist.
+    After the script it emits EOS. Only the members Generator uses exist.
     """
+
+    prefill_chunk = 512
 
     def __init__(self, script, vocab_size=50257, eos_token_id=50256):
         self.config = GPT2Config(vocab_size=vocab_size, n_positions=1024, n_embd=8, n_layer=1,

@@ -177,6 +177,7 @@ def test_stop_strings_and_finish_reasons(server, oracle):
     ({"prompt": "x", "logit_bias": {"99999": 1}}, 400, "logit_bias"),
     ({"prompt": [5, 99999]}, 400, "prompt"),
     ({"prompt": "And " * 300, "max_tokens": 8}, 400, "prompt"),       # over-long
+    ({"prompt": "And " * 300, "max_tokens": None}, 400, "prompt"),    # over-long, no max_tokens
     ({"prompt": "And God said unto Moses", "max_tokens": 255}, 400, "prompt"),  # with max_tokens
     ({"prompt": "x", "max_tokens": 300}, 400, "max_tokens"),          # past the server's cap
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),

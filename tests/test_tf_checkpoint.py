@@ -2,8 +2,8 @@
 
 tests/data/tf-gpt2-tiny was written once by tools/make_tf_checkpoint.py with TensorFlow
 (tf.compat.v1 Saver, OpenAI's variable names); expected.npz holds what TensorFlow listed and
-read back. TensorFlow is not needed here. Corruptions are made by a small SSTable writer in
-this file (the index format, written independently of the reader's parser).
+read back. TensorFlow is not needed here. Corruptions are made by a small SSTable writer
+(tests/tf_writer.py: the index format, written independently of the reader's parser).
 """
 
 import json
@@ -26,89 +26,10 @@ from fastgpt.loaders.tf_checkpoint import (
     read_tf_checkpoint,
     resolve_tf_checkpoint,
 )
+from tf_writer import bundle_header, entry, f32_entry, write_ckpt
 
 DATA = Path(__file__).parent / "data" / "tf-gpt2-tiny"
 EXPECTED = np.load(DATA / "expected.npz")
-
-
-# --------------------------------------------------------------------------------------
-# A minimal writer of the index format (LevelDB table + BundleEntryProto), for corruptions.
-# --------------------------------------------------------------------------------------
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(num: int, value) -> bytes:
-    if isinstance(value, bytes):
-        return _varint(num << 3 | 2) + _varint(len(value)) + value
-    return _varint(num << 3) + _varint(value)
-
-
-def _entry(dtype, shape, offset, size, shard=0, crc=None, sliced=False) -> bytes:
-    dims = b"".join(_field(2, _field(1, d) if d else b"") for d in shape)
-    msg = _field(1, dtype) + _field(2, dims) + (_field(3, shard) if shard else b"")
-    msg += (_field(4, offset) if offset else b"") + (_field(5, size) if size else b"")
-    if crc is not None:
-        msg += _varint(6 << 3 | 5) + crc.to_bytes(4, "little")
-    if sliced:
-        msg += _field(7, b"")
-    return msg
-
-
-def _header(num_shards=1, endianness=0, min_consumer=0) -> bytes:
-    version = _field(1, 1) + (_field(2, min_consumer) if min_consumer else b"")
-    return _field(1, num_shards) + (_field(2, endianness) if endianness else b"") + _field(3, version)
-
-
-def _block(pairs) -> bytes:
-    out, prev = b"", b""
-    for key, value in pairs:
-        shared = 0
-        while shared < min(len(prev), len(key)) and prev[shared] == key[shared]:
-            shared += 1
-        out += _varint(shared) + _varint(len(key) - shared) + _varint(len(value)) + key[shared:] + value
-        prev = key
-    return out + (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
-
-
-def _table(pairs, compression=0) -> bytes:
-    def with_trailer(block):
-        kind = bytes([compression])
-        return block + kind + _mask_crc(crc32c(block + kind)).to_bytes(4, "little")
-
-    data = _block(pairs)
-    out = with_trailer(data)
-    meta = _block([])
-    meta_handle = _varint(len(out)) + _varint(len(meta))
-    out += with_trailer(meta)
-    index = _block([(pairs[-1][0] + b"\x00", _varint(0) + _varint(len(data)))])
-    index_handle = _varint(len(out)) + _varint(len(index))
-    out += with_trailer(index)
-    footer = (meta_handle + index_handle).ljust(40, b"\x00") + (0xDB4775248B80FB57).to_bytes(8, "little")
-    return out + footer
-
-
-def _write_ckpt(folder: Path, entries: dict, data: bytes, header=None, compression=0) -> Path:
-    """entries: name -> _entry(...) bytes. Returns the prefix."""
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = folder / "x.ckpt"
-    pairs = [(b"", header or _header())] + sorted((k.encode(), v) for k, v in entries.items())
-    (folder / "x.ckpt.index").write_bytes(_table(pairs, compression))
-    (folder / "x.ckpt.data-00000-of-00001").write_bytes(data)
-    return prefix
-
-
-def _f32_entry(arr: np.ndarray, offset: int, **kw) -> bytes:
-    raw = np.ascontiguousarray(arr, "<f4").tobytes()
-    return _entry(1, arr.shape, offset, len(raw), crc=_mask_crc(crc32c(raw)), **kw)
 
 
 # --------------------------------------------------------------------------------------
@@ -200,8 +121,8 @@ def _copy_ckpt(tmp_path) -> Path:
 def test_writer_round_trip(tmp_path):
     """The test's writer re-encodes the real entries; the reader gets TF's values back."""
     reader = TFCheckpointReader(DATA)
-    entries = {e.name: _entry(e.dtype_enum, e.shape, e.offset, e.size, crc=e.crc32c) for e in reader.entries.values()}
-    prefix = _write_ckpt(tmp_path / "rt", entries, (DATA / "model.ckpt.data-00000-of-00001").read_bytes())
+    entries = {e.name: entry(e.dtype_enum, e.shape, e.offset, e.size, crc=e.crc32c) for e in reader.entries.values()}
+    prefix = write_ckpt(tmp_path / "rt", entries, (DATA / "model.ckpt.data-00000-of-00001").read_bytes())
     for name, arr in read_tf_checkpoint(prefix).items():
         np.testing.assert_array_equal(arr, EXPECTED[f"value:{name}"])
 
@@ -241,7 +162,7 @@ def test_index_block_checksum(tmp_path):
 
 def test_compressed_block(tmp_path):
     a = np.arange(4, dtype=np.float32)
-    prefix = _write_ckpt(tmp_path, {"a": _f32_entry(a, 0)}, a.tobytes(), compression=1)
+    prefix = write_ckpt(tmp_path, {"a": f32_entry(a, 0)}, a.tobytes(), compression=1)
     with pytest.raises(TFCheckpointError, match="snappy"):
         read_tf_checkpoint(prefix)
 
@@ -262,40 +183,40 @@ def test_data_checksum(tmp_path):
 
 def test_offset_out_of_range(tmp_path):
     a = np.arange(6, dtype=np.float32)
-    prefix = _write_ckpt(tmp_path, {"a": _f32_entry(a, 16)}, a.tobytes())
+    prefix = write_ckpt(tmp_path, {"a": f32_entry(a, 16)}, a.tobytes())
     with pytest.raises(TFCheckpointError, match="'a'.*outside"):
         read_tf_checkpoint(prefix)
 
 
 def test_size_mismatch(tmp_path):
     a = np.arange(6, dtype=np.float32)
-    prefix = _write_ckpt(tmp_path, {"a": _entry(1, (2, 3), 0, 20)}, a.tobytes())
+    prefix = write_ckpt(tmp_path, {"a": entry(1, (2, 3), 0, 20)}, a.tobytes())
     with pytest.raises(TFCheckpointError, match=r"'a'.*size 20 bytes != prod"):
         list_tf_checkpoint(prefix)
 
 
 def test_unsupported_dtype_and_slices(tmp_path):
     a = np.arange(4, dtype=np.float32)
-    entries = {"a": _f32_entry(a, 0), "s": _entry(7, (), 0, 3)}
-    prefix = _write_ckpt(tmp_path / "str", entries, a.tobytes())
+    entries = {"a": f32_entry(a, 0), "s": entry(7, (), 0, 3)}
+    prefix = write_ckpt(tmp_path / "str", entries, a.tobytes())
     assert set(list_tf_checkpoint(prefix)) == {"a", "s"}
     np.testing.assert_array_equal(read_tf_checkpoint(prefix, names=["a"])["a"], a)
     with pytest.raises(TFCheckpointError, match="'s' has dtype string"):
         read_tf_checkpoint(prefix)
     with pytest.raises(KeyError):
         read_tf_checkpoint(prefix, names=["missing"])
-    prefix = _write_ckpt(tmp_path / "sliced", {"a": _f32_entry(a, 0, sliced=True)}, a.tobytes())
+    prefix = write_ckpt(tmp_path / "sliced", {"a": f32_entry(a, 0, sliced=True)}, a.tobytes())
     with pytest.raises(TFCheckpointError, match="partitioned"):
         read_tf_checkpoint(prefix)
 
 
 def test_header_checks(tmp_path):
     a = np.arange(4, dtype=np.float32)
-    entries = {"a": _f32_entry(a, 0)}
-    prefix = _write_ckpt(tmp_path / "new", entries, a.tobytes(), header=_header(min_consumer=7))
+    entries = {"a": f32_entry(a, 0)}
+    prefix = write_ckpt(tmp_path / "new", entries, a.tobytes(), header=bundle_header(min_consumer=7))
     with pytest.raises(TFCheckpointError, match="newer TensorFlow"):
         read_tf_checkpoint(prefix)
-    prefix = _write_ckpt(tmp_path / "shard", {"a": _f32_entry(a, 0, shard=1)}, a.tobytes())
+    prefix = write_ckpt(tmp_path / "shard", {"a": f32_entry(a, 0, shard=1)}, a.tobytes())
     with pytest.raises(TFCheckpointError, match="shard 1"):
         read_tf_checkpoint(prefix)
 
@@ -311,9 +232,9 @@ def test_big_endian_and_bfloat16(tmp_path):
     a = np.linspace(-2, 3, 6, dtype=np.float32).reshape(2, 3)
     be = a.astype(">f4").tobytes()
     bits = (a.view(np.uint32) >> 16).astype(">u2").tobytes()          # bfloat16: the top 16 bits
-    entries = {"a": _entry(1, (2, 3), 0, len(be), crc=_mask_crc(crc32c(be))),
-               "b": _entry(14, (2, 3), len(be), len(bits), crc=_mask_crc(crc32c(bits)))}
-    prefix = _write_ckpt(tmp_path, entries, be + bits, header=_header(endianness=1))
+    entries = {"a": entry(1, (2, 3), 0, len(be), crc=_mask_crc(crc32c(be))),
+               "b": entry(14, (2, 3), len(be), len(bits), crc=_mask_crc(crc32c(bits)))}
+    prefix = write_ckpt(tmp_path, entries, be + bits, header=bundle_header(endianness=1))
     out = read_tf_checkpoint(prefix)
     np.testing.assert_array_equal(out["a"], a)
     assert out["a"].dtype == np.float32 and out["a"].dtype.isnative
@@ -323,8 +244,8 @@ def test_big_endian_and_bfloat16(tmp_path):
 
 
 def test_empty_data_file(tmp_path):
-    entries = {"e": _entry(1, (0, 4), 0, 0)}
-    prefix = _write_ckpt(tmp_path, entries, b"")
+    entries = {"e": entry(1, (0, 4), 0, 0)}
+    prefix = write_ckpt(tmp_path, entries, b"")
     out = read_tf_checkpoint(prefix)["e"]
     assert out.shape == (0, 4) and out.dtype == np.float32
     assert math.prod(out.shape) == 0

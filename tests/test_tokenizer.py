@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import oracle
 from fastgpt.tokenizer import IncrementalDecoder, Tokenizer, TokenizerError, bytes_to_unicode
 
 DATA = Path(__file__).resolve().parents[1] / "fastgpt" / "data" / "gpt2"
@@ -82,18 +83,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def tiktoken_gpt2():
-    tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is the reference encoder")
-    import tiktoken.load
-    from tiktoken_ext.openai_public import r50k_pat_str  # the pat_str tiktoken's gpt2() uses
-
-    # Local paths: tiktoken.load.read_file opens paths without "://" directly.
-    # An empty TIKTOKEN_CACHE_DIR turns off its cache, which is keyed by path
-    # alone and would otherwise serve a stale copy after the files change.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIKTOKEN_CACHE_DIR", "")
-        ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(DATA / "vocab.bpe"), encoder_json_file=str(DATA / "encoder.json"))
-    return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+    return oracle.tiktoken_gpt2()
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,16 @@ blocks (``gelu``, ``mha``, ...) -- import them from picoGPT if you want to step 
 
 from __future__ import annotations
 
-import json
+import numbers
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from ..config import GPT2Config
+from .. import jsonfile
+from ..config import MAX_CONFIG_BYTES, MAX_INT, ConfigError, GPT2Config
+from ..jsonfile import short_repr
 from ..generate import Generator
 from ..model import Model
 from ..tokenizer import Tokenizer, TokenizerError
@@ -71,6 +74,8 @@ _BLOCK_TABLE = {
 _PICO_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _PICO_EPS = 1e-5
 _OPENAI_SIZES = ("124M", "355M", "774M", "1558M")
+_HPARAMS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+_BLOCK_SCOPE = re.compile(r"h(\d{1,9})")       # OpenAI's block variables: model/h0/..., model/h11/...
 
 
 # --------------------------------------------------------------------------------------
@@ -240,29 +245,56 @@ def load_gpt2_params_from_tf_ckpt(tf_ckpt_path, hparams: dict, *, verify_checksu
     """
     from ..loaders.tf_checkpoint import TFCheckpointError, read_tf_checkpoint
 
+    n_layer = check_hparams(hparams)["n_layer"]
     tensors = read_tf_checkpoint(tf_ckpt_path, verify_checksums=verify_checksums)
-    n_layer = int(hparams["n_layer"])
+    # Before a list of n_layer blocks is made: n_layer is a number from hparams.json.
+    if n_layer > len(tensors):
+        raise TFCheckpointError(f"{tf_ckpt_path}: hparams n_layer={n_layer}, but the checkpoint holds only "
+                                f"{len(tensors)} variables")
     params: dict = {"blocks": [{} for _ in range(n_layer)]}
     for name, array in tensors.items():
         if not name.startswith("model/"):
             continue                      # optimizer slots, global_step: not model weights
         parts = name[len("model/"):].split("/")
         node = params
-        if parts[0].startswith("h") and parts[0][1:].isdigit():
-            i = int(parts[0][1:])
+        block = _BLOCK_SCOPE.fullmatch(parts[0])
+        if block:
+            i = int(block.group(1))
             if i >= n_layer:
                 raise TFCheckpointError(f"{tf_ckpt_path}: variable {name!r} is beyond hparams n_layer={n_layer}")
             node, parts = params["blocks"][i], parts[1:]
         for key in parts[:-1]:
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise TFCheckpointError(f"{tf_ckpt_path}: variable {name!r} lies inside another variable")
+        if not parts or parts[-1] in node:
+            raise TFCheckpointError(f"{tf_ckpt_path}: variable {name!r} collides with another variable's scope")
         node[parts[-1]] = np.squeeze(array)
     missing = [k for k in ("wte", "wpe", "ln_f") if k not in params]
     if missing:
         raise TFCheckpointError(f"{tf_ckpt_path}: no variable(s) {', '.join('model/' + k for k in missing)}; "
                                 "not an OpenAI GPT-2 checkpoint")
     # Check the result the way the model will read it; errors name picoGPT's paths.
-    weights_from_params(params["wte"], params["wpe"], params["blocks"], params["ln_f"], int(hparams["n_head"]))
+    try:
+        weights_from_params(params["wte"], params["wpe"], params["blocks"], params["ln_f"], int(hparams["n_head"]))
+    except ValueError as exc:
+        raise TFCheckpointError(f"{tf_ckpt_path}: {exc}") from None
     return params
+
+
+def check_hparams(hparams, where: str = "hparams") -> dict:
+    """``hparams`` (OpenAI's hparams.json) with every field an integer in range; ConfigError
+    naming ``where`` and the field otherwise."""
+    if not isinstance(hparams, dict):
+        raise ConfigError(f"{where}: expected a JSON object with {', '.join(_HPARAMS)}, "
+                          f"got {type(hparams).__name__}")
+    for key in _HPARAMS:
+        value = hparams.get(key)
+        lowest = 0 if key == "n_layer" else 1
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) \
+                or not lowest <= value <= MAX_INT:
+            raise ConfigError(f"{where}: {key} must be an integer in [{lowest}, {MAX_INT}], got {short_repr(value)}")
+    return hparams
 
 
 def _model_dir(model_size: str, models_dir) -> Path:
@@ -316,9 +348,9 @@ def load_encoder_hparams_and_params(model_size: str = "124M", models_dir: str | 
     has n_vocab, n_ctx, n_embd, n_head, n_layer.
     """
     folder = _model_dir(model_size, models_dir)
-    if (folder / "hparams.json").is_file():
-        with open(folder / "hparams.json", encoding="utf-8") as f:
-            hparams = json.load(f)
+    if (folder / "hparams.json").exists():
+        path = folder / "hparams.json"
+        hparams = check_hparams(jsonfile.read_json(path, ConfigError, MAX_CONFIG_BYTES), str(path))
         params = load_gpt2_params_from_tf_ckpt(folder, hparams, verify_checksums=verify_checksums)
         return _encoder(folder, int(hparams["n_vocab"])), hparams, params
     if (folder / "config.json").is_file():

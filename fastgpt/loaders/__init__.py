@@ -8,6 +8,7 @@ Importing this package never imports torch.
 from .errors import (
     CheckpointIndexError,
     CheckpointNotFoundError,
+    NonFiniteWeightsError,
     SafetensorsError,
     WeightsError,
     WeightsFormatError,
@@ -22,6 +23,7 @@ __all__ = [
     "WeightsFormatError",
     "CheckpointNotFoundError",
     "CheckpointIndexError",
+    "NonFiniteWeightsError",
     "WEIGHT_FILE_NAMES",
     "find_weights_file",
     "load_checkpoint_tensors",

@@ -1,4 +1,4 @@
-"""Errors raised by the weight-file readers, and the one check every format shares.
+"""Errors raised by the weight-file readers, and the checks every format shares.
 
 All of them derive from ``WeightsError(ValueError)``, so a caller can catch "this
 checkpoint is unusable" in one place while ``except ValueError`` keeps working.
@@ -6,6 +6,7 @@ Missing files that were named explicitly stay ``FileNotFoundError``; these class
 for files that exist but cannot be trusted, or folders without a known weight file.
 """
 
+import math
 import os
 
 __all__ = [
@@ -14,7 +15,9 @@ __all__ = [
     "WeightsFormatError",
     "CheckpointNotFoundError",
     "CheckpointIndexError",
+    "NonFiniteWeightsError",
     "raise_if_lfs_pointer",
+    "shape_problem",
 ]
 
 
@@ -38,6 +41,10 @@ class CheckpointIndexError(WeightsError):
     """A sharded checkpoint's *.index.json is malformed or disagrees with its shards."""
 
 
+class NonFiniteWeightsError(WeightsError):
+    """Weights that hold NaN or Inf (found when asked: Model.from_pretrained(check_weights=True))."""
+
+
 # A clone without `git lfs` leaves ~130-byte text pointers where the weights should be.
 # Read as safetensors, the first 8 bytes ("version ") decode to a header length of
 # ~2**61 and the error would talk about header sizes; torch.load fails with an
@@ -56,3 +63,19 @@ def raise_if_lfs_pointer(path, error_cls):
             f"Hint: run `git lfs install && git lfs pull` in the checkout, "
             f"or download the file directly."
         )
+
+
+# NumPy 1.x arrays have at most 32 dimensions (no weight has more than a few), and NumPy
+# refuses any shape whose non-zero dimensions multiply past its index type, even for an empty
+# array: shape (0, 2**62, 4) holds no bytes, yet cannot be made.
+_MAX_DIMS = 32
+_MAX_INDEX = 2**63
+
+
+def shape_problem(shape, itemsize: int) -> str | None:
+    """Why NumPy cannot make an array of ``shape`` (non-negative ints) and ``itemsize``, or None."""
+    if len(shape) > _MAX_DIMS:
+        return f"shape has {len(shape)} dimensions; at most {_MAX_DIMS} are supported"
+    if math.prod(d for d in shape if d) * itemsize >= _MAX_INDEX:
+        return f"shape {list(shape)[:8]} is larger than any array can be"
+    return None

@@ -16,9 +16,10 @@ Non-goals: names and shapes of a particular model (the GPT-2 name table checks t
 TensorFlow/Flax checkpoints, downloading.
 """
 
-import json
 import os
 
+from .. import jsonfile
+from ..jsonfile import short_repr
 from .errors import CheckpointIndexError, CheckpointNotFoundError
 from .safetensors import read_safetensors
 from .torch_bin import read_torch_bin
@@ -116,11 +117,7 @@ def _load_sharded(index_path, read_one):
 
 
 def _read_weight_map(index_path):
-    try:
-        with open(index_path, "rb") as f:
-            index = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointIndexError(f"{index_path}: not a valid UTF-8 JSON file ({e})") from e
+    index = jsonfile.read_json(index_path, CheckpointIndexError)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointIndexError(
@@ -137,7 +134,7 @@ def _read_weight_map(index_path):
             or "\\" in shard
         ):
             raise CheckpointIndexError(
-                f"{index_path}: weight_map[{tensor_name!r}] = {shard!r}; expected the "
+                f"{index_path}: weight_map[{short_repr(tensor_name)}] = {short_repr(shard)}; expected the "
                 f"plain file name of a shard in the same folder"
             )
     return weight_map

@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from ..config import GPT2Config
+from ..quant import as_float32
 from ..registry import resolve_model_path
 from ..weights import BlockWeights, GPT2Weights
 from .errors import WeightsError
@@ -25,6 +26,9 @@ class CheckpointMismatchError(WeightsError):
 
 # Buffers that transformers saves in some versions; they hold no parameters.
 _IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+# Task heads on top of the model body (GPT2DoubleHeadsModel's multiple-choice summary):
+# a language model does not use them; load_pretrained_parts hands them back.
+TASK_HEAD_PREFIXES = ("multiple_choice_head.",)
 
 _BLOCK_TABLE = {
     # HF name under h.{i}.      fastgpt field    transpose (Conv1D [in, out] -> [out, in])
@@ -60,6 +64,17 @@ def _hf_shapes(config: GPT2Config) -> dict[str, tuple]:
     return shapes
 
 
+def _tensor_problems(name: str, arr, shape: tuple) -> list[str]:
+    """Why a checkpoint tensor cannot be the weight ``name`` of ``shape``: floats only, because
+    converting integers or booleans would load a corrupt or foreign file as garbage weights."""
+    problems = []
+    if tuple(arr.shape) != shape:
+        problems.append(f"tensor {name} has shape {tuple(arr.shape)}, expected {shape}")
+    if np.dtype(arr.dtype).kind != "f":
+        problems.append(f"tensor {name} is stored as {arr.dtype}, expected floating-point weights")
+    return problems
+
+
 def _as_float32(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.float32:
         return arr
@@ -73,19 +88,25 @@ def weights_from_hf_state_dict(tensors: dict, config: GPT2Config, source: str = 
         key = name[len("transformer."):] if name.startswith("transformer.") else name
         stripped[key] = arr
     lm_head = stripped.pop("lm_head.weight", None)
+    # Before the name table is built: its size follows n_layer, a number read from config.json,
+    # so it is kept proportional to the checkpoint (every block has tensors of its own).
+    if config.n_layer > len(stripped):
+        raise CheckpointMismatchError(
+            f"{source}: config.json says n_layer={config.n_layer}, but the checkpoint holds only "
+            f"{len(stripped)} tensors")
     expected = _hf_shapes(config)
     problems = []
     for name, shape in expected.items():
         arr = stripped.get(name)
         if arr is None:
             problems.append(f"missing tensor {name} (expected shape {shape})")
-        elif tuple(arr.shape) != shape:
-            problems.append(f"tensor {name} has shape {tuple(arr.shape)}, expected {shape}")
+        else:
+            problems += _tensor_problems(name, arr, shape)
     unexpected = sorted(n for n in stripped if n not in expected and not _IGNORED.match(n))
     problems += [f"unexpected tensor {n}" for n in unexpected]
     V, C = config.vocab_size, config.n_embd
-    if lm_head is not None and tuple(lm_head.shape) != (V, C):
-        problems.append(f"tensor lm_head.weight has shape {tuple(lm_head.shape)}, expected {(V, C)}")
+    if lm_head is not None:
+        problems += _tensor_problems("lm_head.weight", lm_head, (V, C))
     if problems:
         raise CheckpointMismatchError(f"{source} does not match its config.json:\n  " + "\n  ".join(problems))
 
@@ -109,13 +130,42 @@ def weights_from_hf_state_dict(tensors: dict, config: GPT2Config, source: str = 
 
 
 def load_pretrained(path) -> tuple[GPT2Config, GPT2Weights]:
+    config, weights, _ = load_pretrained_parts(path)
+    return config, weights
+
+
+def load_pretrained_parts(path) -> tuple[GPT2Config, GPT2Weights, dict[str, np.ndarray]]:
+    """The config, the language model's weights and the task-head tensors (TASK_HEAD_PREFIXES,
+    by their checkpoint names; none in a converted folder)."""
     from .files import load_checkpoint_tensors
 
     folder = resolve_model_path(path)
     from ..convert import is_converted, load_converted  # here: convert imports the loaders
 
     if is_converted(folder):  # written by `fastgpt convert`: fastgpt's layout and dtype, mapped as is
-        return load_converted(folder)
+        return (*load_converted(folder), {})
     config = GPT2Config.from_pretrained(folder)
-    tensors = load_checkpoint_tensors(folder)
-    return config, weights_from_hf_state_dict(tensors, config, source=str(folder))
+    tensors = dict(load_checkpoint_tensors(folder))
+    heads = {name: tensors.pop(name) for name in list(tensors) if name.startswith(TASK_HEAD_PREFIXES)}
+    return config, weights_from_hf_state_dict(tensors, config, source=str(folder)), heads
+
+
+def weights_to_hf_state_dict(weights: GPT2Weights, prefix: str = "transformer.") -> dict[str, np.ndarray]:
+    """The inverse of ``weights_from_hf_state_dict``: Hugging Face names and layouts (Conv1D
+    matrices back to ``[in, out]``, as transposed views; 16/8-bit matrices widened to float32;
+    missing biases as zeros),
+    plus ``lm_head.weight`` (the same array as wte when tied) when ``prefix`` is given."""
+    top = {name: as_float32(getattr(weights, field)) for name, field in _TOP_TABLE.items()}
+    # transformers' order: embeddings, blocks, final norm, head
+    tensors = {prefix + name: top[name] for name in ("wte.weight", "wpe.weight")}
+    for i, blk in enumerate(weights.blocks):
+        for name, (field, transposed) in _BLOCK_TABLE.items():
+            arr = getattr(blk, field)
+            if arr is None:                  # a bias-free checkpoint: GPT-2's layout has zero biases
+                arr = np.zeros(getattr(blk, field[:-2] + "_w").shape[0], np.float32)
+            arr = as_float32(arr)
+            tensors[f"{prefix}h.{i}.{name}"] = arr.T if transposed else arr
+    tensors.update({prefix + name: top[name] for name in ("ln_f.weight", "ln_f.bias")})
+    if prefix:
+        tensors["lm_head.weight"] = top["wte.weight"] if weights.tied_head else as_float32(weights.lm_head)
+    return tensors

@@ -30,7 +30,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from .errors import SafetensorsError, raise_if_lfs_pointer
+from .. import jsonfile
+from ..jsonfile import short_repr
+from .errors import SafetensorsError, raise_if_lfs_pointer, shape_problem
 
 __all__ = ["read_safetensors", "read_metadata", "write_safetensors", "SafetensorsError"]
 
@@ -81,7 +83,7 @@ def read_safetensors(path):
     file is malformed, and FileNotFoundError if it does not exist.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    with open_file(path) as f:
         header_len, entries, _ = _read_header(path, f)
         if not entries:
             return {}
@@ -107,9 +109,17 @@ def read_metadata(path):
     The whole header is validated, as in read_safetensors; no tensor data is read.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    with open_file(path) as f:
         _, _, metadata = _read_header(path, f)
     return metadata
+
+
+def open_file(path):
+    """``open(path, "rb")``, with a directory reported as a SafetensorsError."""
+    try:
+        return open(path, "rb")
+    except IsADirectoryError:
+        raise SafetensorsError(f"{path}: is a directory, expected a .safetensors file") from None
 
 
 def write_safetensors(path, tensors, metadata=None, dtypes=None):
@@ -225,11 +235,10 @@ def _read_header(path, f):
     data_len = file_size - _LEN_BYTES - header_len
 
     try:
-        header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        text = header_bytes.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SafetensorsError(f"{path}: header is not valid UTF-8 ({e})") from e
-    except ValueError as e:  # json.JSONDecodeError and _no_duplicate_keys
-        raise SafetensorsError(f"{path}: header is not valid JSON ({e})") from e
+    header = jsonfile.loads(text, SafetensorsError, f"{path}: header", object_pairs_hook=_no_duplicate_keys)
     if not isinstance(header, dict):
         raise SafetensorsError(
             f"{path}: header must be a JSON object, got {type(header).__name__}"
@@ -248,24 +257,27 @@ def _read_header(path, f):
 
 def _parse_entry(path, name, info, data_len):
     def fail(msg):
-        return SafetensorsError(f"{path}: tensor {name!r}: {msg}")
+        return SafetensorsError(f"{path}: tensor {short_repr(name, 200)}: {msg}")
 
     if not isinstance(info, dict):
-        raise fail(f"entry must be a JSON object, got {info!r}")
+        raise fail(f"entry must be a JSON object, got {short_repr(info)}")
     for key in ("dtype", "shape", "data_offsets"):
         if key not in info:
-            raise fail(f"entry has no {key!r} (it has {sorted(info)})")
+            raise fail(f"entry has no {key!r} (it has {short_repr(sorted(info))})")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in _DISK_DTYPES:
-        raise fail(f"unknown dtype {dtype!r}; expected one of {sorted(_DISK_DTYPES)}")
+    if not isinstance(dtype, str) or dtype not in _DISK_DTYPES:
+        raise fail(f"unknown dtype {short_repr(dtype)}; expected one of {sorted(_DISK_DTYPES)}")
     if not isinstance(shape, list) or not all(_is_nonneg_int(d) for d in shape):
-        raise fail(f"shape must be a list of non-negative ints, got {shape!r}")
+        raise fail(f"shape must be a list of non-negative ints, got {short_repr(shape)}")
+    problem = shape_problem(shape, _DISK_DTYPES[dtype].itemsize)
+    if problem:
+        raise fail(problem)
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(_is_nonneg_int(o) for o in offsets)
     ):
-        raise fail(f"data_offsets must be [begin, end] with non-negative ints, got {offsets!r}")
+        raise fail(f"data_offsets must be [begin, end] with non-negative ints, got {short_repr(offsets)}")
     begin, end = offsets
     if begin > end:
         raise fail(f"data_offsets [{begin}, {end}] has begin > end")
@@ -314,7 +326,7 @@ def _check_metadata(metadata, make_error):
         raise make_error(f"must be a dict of str -> str, got {type(metadata).__name__}")
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise make_error(f"must map str -> str, but has {key!r}: {value!r}")
+            raise make_error(f"must map str -> str, but has {short_repr(key)}: {short_repr(value)}")
 
 
 def _is_nonneg_int(x):

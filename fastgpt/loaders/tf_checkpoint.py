@@ -49,7 +49,8 @@ import re
 
 import numpy as np
 
-from .errors import WeightsError, raise_if_lfs_pointer
+from ..jsonfile import short_repr
+from .errors import WeightsError, raise_if_lfs_pointer, shape_problem
 
 __all__ = [
     "TFCheckpointError",
@@ -308,7 +309,8 @@ def resolve_tf_checkpoint(path) -> str:
                 for prefix in (os.path.join(path, named), os.path.join(path, os.path.basename(named))):
                     if os.path.isfile(prefix + ".index"):
                         return prefix
-        indexes = sorted(f[: -len(".index")] for f in os.listdir(path) if f.endswith(".index"))
+        indexes = sorted(f[: -len(".index")] for f in os.listdir(path)
+                         if f.endswith(".index") and os.path.isfile(os.path.join(path, f)))
         if len(indexes) == 1:
             return os.path.join(path, indexes[0])
         what = f"several checkpoints ({', '.join(indexes)}); pass one prefix" if indexes else "no *.index file"
@@ -464,7 +466,10 @@ class TFCheckpointReader:
         if sliced:
             raise self._error(f"{where} is a partitioned (sliced) variable, which is not supported")
         if shape is None or any(d < 0 for d in shape):
-            raise self._error(f"{where} has an unknown or negative shape {shape}")
+            raise self._error(f"{where} has an unknown or negative shape {short_repr(shape)}")
+        problem = shape_problem(shape, _DTYPES[dtype].itemsize if dtype in _DTYPES else 1)
+        if problem:
+            raise self._error(f"{where}: {problem}")
         if not 0 <= shard_id < self.num_shards:
             raise self._error(f"{where} is in shard {shard_id}, outside [0, {self.num_shards})")
         if offset < 0 or size < 0:

@@ -296,17 +296,19 @@ class Server:
         n_ctx = engine.model.config.n_positions
         longest = max(len(p) for p in prompts)
         if req.max_tokens is None:                    # as vLLM: what the context leaves
-            return max(0, min(engine.max_tokens, n_ctx - longest))
-        if req.max_tokens > engine.max_tokens:
+            max_tokens = max(0, min(engine.max_tokens, n_ctx - longest))
+        elif req.max_tokens > engine.max_tokens:
             raise RequestError(f"`max_tokens` must be at most {engine.max_tokens} on this server, "
                                f"got {req.max_tokens}", "max_tokens")
-        if longest + req.max_tokens > n_ctx:
+        else:
+            max_tokens = req.max_tokens
+        if longest + max_tokens > n_ctx:
             raise RequestError(
                 f"This model's maximum context length is {n_ctx} tokens, however you requested "
-                f"{longest + req.max_tokens} tokens ({longest} in your prompt; {req.max_tokens} "
-                "for the completion). Please reduce your prompt or completion length.",
+                f"{longest + max_tokens} tokens ({longest} in your prompt; {max_tokens} for the "
+                "completion). Please reduce your prompt or completion length.",
                 "prompt", 400, "context_length_exceeded")
-        return req.max_tokens
+        return max_tokens
 
 
 class _Completion:

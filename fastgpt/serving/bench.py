@@ -223,12 +223,14 @@ def prompt_ids(url: str, model: str, n: int, length: int) -> list[list[int]]:
     in its vocabulary): windows of a seeded random text."""
     rng = np.random.default_rng(SEED)
     text = " ".join(rng.choice(_WORDS, size=(n + 1) * length))
-    reply = post(url, "/tokenize", {"prompt": text, "model": model})
-    if reply.status != 200:                       # llama.cpp's server names the field "content"
-        reply = post(url, "/tokenize", {"content": text})
-    if reply.status != 200:
+    ids = []
+    for body in ({"prompt": text, "model": model}, {"content": text}):   # vLLM's, llama.cpp's
+        reply = post(url, "/tokenize", body)
+        if reply.status == 200 and reply.body["tokens"]:
+            ids = reply.body["tokens"]
+            break
+    if len(ids) < length:
         raise RuntimeError(f"/tokenize answered {reply.status}: {reply.body}")
-    ids = reply.body["tokens"]
     step = max(1, (len(ids) - length) // n)
     return [ids[i * step: i * step + length] for i in range(n)]
 
