@@ -2,9 +2,11 @@
 
 Ray resolves 127.0.0.1 to the machine's network address unless told that the instance is
 one machine's (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``); with it, every Ray process listens on
-loopback. Each instance gets a temporary folder of its own (``TMPDIR``), which names its session
-in every one of its processes' command lines: that is how the tests find them, so that they end
-only what they started, never another Ray on the machine. A stale ``/tmp/ray`` from an earlier
+loopback. Each instance gets a temporary folder of its own (``RAY_TMPDIR`` / ``_temp_dir``),
+which every one of its processes names in its command line or environment, or holds its log
+files open in (Ray renames some processes, ``ray::DashboardAgent``, overwriting both): that is
+how the tests find them, so that they end only what they started, never another Ray on the
+machine. A stale ``/tmp/ray`` from an earlier
 run plays no part.
 
 (A plain module, not conftest.py, so that test files can import it by a unique name.)
@@ -37,18 +39,31 @@ def short_temp_dir() -> str:
 
 
 def processes_mentioning(text: str) -> dict[int, str]:
-    """pid -> command line of every process whose command line contains ``text`` (Linux /proc)."""
+    """pid -> command line of every process that names ``text`` in its command line or its
+    environment, or holds a file open under it (Ray's renamed processes overwrite both of the
+    former, but keep their session's log files open). Linux /proc."""
     found = {}
+    needle = text.encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = (entry / "cmdline").read_bytes()
+            if needle in cmdline or needle in (entry / "environ").read_bytes() or _holds_open(entry, text):
+                found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline:
-            found[int(entry.name)] = cmdline
     return found
+
+
+def _holds_open(process: Path, folder: str) -> bool:
+    for fd in (process / "fd").iterdir():
+        try:
+            if os.readlink(fd).startswith(folder):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def stop_processes(text: str, grace: float = 10.0) -> None:

@@ -8,8 +8,10 @@ same model in this process. At the end, Ray's shutdown must leave none of its pr
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -40,9 +42,11 @@ OPTIONS = {"model": MODEL, "replicas": 2, "threads": 1, "max_batch": 2, "max_que
 @pytest.fixture(scope="module")
 def cluster():
     """(base URL, Ray metrics URL) of the app on a fresh local Ray instance; ended by pid."""
-    saved = {k: os.environ.get(k) for k in LOOPBACK_ENV}
-    os.environ.update(LOOPBACK_ENV)
     temp_dir = short_temp_dir()
+    # Ray's processes inherit RAY_TMPDIR: how the end of the test finds every one of them.
+    env = {**LOOPBACK_ENV, "RAY_TMPDIR": temp_dir}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     metrics_port, http_port = free_port(), free_port()
     try:
         ray.init(address="local", _node_ip_address="127.0.0.1", _temp_dir=temp_dir, num_cpus=2,
@@ -59,6 +63,7 @@ def cluster():
             for k in (k for k, v in saved.items() if v is None):
                 os.environ.pop(k, None)
         left = end_processes(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
         assert not left, f"Ray left processes behind after shutdown (ended by pid): {sorted(left)}"
 
 
@@ -113,9 +118,14 @@ def test_every_response_names_its_replica_and_both_serve_8_clients(cluster):
 
 def test_each_replicas_metrics_reach_rays_metrics(cluster):
     url, metrics_url = cluster
-    replicas = {httpx.post(f"{url}/v1/completions", json={"prompt": "And", "max_tokens": 2},
-                           timeout=WAIT).headers[REPLICA_HEADER] for _ in range(12)}
-    assert len(replicas) == 2
+    def served_by(_):
+        return httpx.post(f"{url}/v1/completions", json={"prompt": "And", "max_tokens": 8},
+                          timeout=WAIT).headers[REPLICA_HEADER]
+
+    # Concurrent, so that Ray's router spreads them over both replicas even on a busy machine.
+    with ThreadPoolExecutor(8) as pool:
+        replicas = set(pool.map(served_by, range(16)))
+    assert len(replicas) == 2, f"only {replicas} served"
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         text = httpx.get(metrics_url, timeout=10).text

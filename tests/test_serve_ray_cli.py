@@ -9,6 +9,7 @@ behind once stopped (found by the instance's own temporary folder, ended by pid)
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def ray_env(monkeypatch):
         monkeypatch.setenv(key, value)
     yield temp_dir
     left = end_processes(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
     assert not left, f"Ray processes left behind (ended by pid): {sorted(left)}"
 
 
