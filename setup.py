@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 CSRC = "csrc"
@@ -25,11 +26,12 @@ CSRC = "csrc"
 # extension name -> the C files it links (each extension compiles only what it uses)
 MODULES = {
     "_elementwise": ["elementwise.c", "simd_dot.c"],
-    "_linear": ["simd_dot.c", "gemm.c"],
+    "_linear": ["simd_dot.c", "gemm.c", "skinny.c", "quant.c", "amx.c", "hgemm.c"],
     "_attention": ["attention.c", "simd_dot.c"],
-    "_system": ["simd_dot.c"],
-    "_quant": ["quant.c", "qgemm.c", "hgemm.c", "hdot.c", "gemm.c", "simd_dot.c"],
-    "_decode": ["decode.c", "quant.c", "attention.c", "elementwise.c", "simd_dot.c"],
+    "_system": ["simd_dot.c", "peak.c", "quant.c", "amx.c", "hgemm.c", "skinny.c", "gemm.c"],
+    "_quant": ["quant.c", "qgemm.c", "hgemm.c", "skinny.c", "amx.c", "gemm.c", "simd_dot.c"],
+    "_decode": ["decode.c", "quant.c", "skinny.c", "amx.c", "hgemm.c", "gemm.c", "attention.c", "elementwise.c",
+                "simd_dot.c"],
 }
 
 
@@ -98,4 +100,14 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+class SerialBuildExt(build_ext):
+    """The extensions share C files (csrc/), whose objects land in one temp folder: built in
+    parallel (-j), two extensions write the same .o at once and one links a half-written file
+    ("undefined symbol" on import). So they are built one after the other; -j is accepted."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.parallel = None
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": SerialBuildExt})

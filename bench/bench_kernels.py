@@ -4,8 +4,9 @@ The ops are called directly on preallocated arrays, as the model calls them. Wei
 caches are read cold (see ``cold_copies`` in conftest.py), as in decode; layer-norm and GELU
 inputs are activations that the previous op has just written, so they stay warm here too.
 
-Dimension legend: N rows (1 token, or a 128-token prefill chunk), C 768, F 3072, V 50257,
-H 12 heads, D 64 head width, L cached positions.
+Dimension legend: N rows (1 token, or a 128-token prefill chunk; 2-64 for the skinny products:
+a decode step of a serving batch), C 768, F 3072, V 50257, H 12 heads, D 64 head width,
+L cached positions.
 """
 
 import numpy as np
@@ -90,6 +91,30 @@ def test_linear(benchmark, backend, rng, cold_copies, gpt2_weights, name, rows):
         benchmark.extra_info["weight_GB_per_s"] = round(w.nbytes / seconds / 1e9, 2)
 
 
+def _cold_weights(cold_copies, w, dtype):
+    """Cold copies of w held in dtype (float32: as is), and the bytes of one copy."""
+    if dtype == "float32":
+        return cold_copies(w, build=lambda copy: copy), w.nbytes
+    q = quantize(w, dtype)
+    arrays = (q.data,) if q.scales is None else (q.data, q.scales)
+    # copies keep the 64-byte alignment (quant.aligned) that loaded weights have
+    return cold_copies(*arrays, build=lambda *copy: QuantizedWeight(dtype, *(aligned(a) for a in copy))), q.nbytes
+
+
+def _bench_product(benchmark, backend, rng, weights, nbytes, b, rows, n_in, n_out):
+    """Time backend.linear of `rows` random rows against the next cold copy each call."""
+    x, out = _normal(rng, rows, n_in), _normal(rng, rows, n_out)     # (N, in), (N, out)
+
+    def linear():
+        return backend.linear(x, next(weights), b, out)
+
+    benchmark(linear)
+    if benchmark.enabled:
+        seconds = benchmark.stats.stats.median
+        benchmark.extra_info["weight_GB_per_s"] = round(nbytes / seconds / 1e9, 2)
+        benchmark.extra_info["GFLOP_per_s"] = round(2 * rows * n_out * n_in / seconds / 1e9, 1)
+
+
 @pytest.mark.parametrize("rows", [1, 16, 128])  # decode; a short prompt (the 16-bit and int8 kernels
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])                # switch there); prefill
 @pytest.mark.parametrize("name", ["attn_qkv", "mlp_proj", "lm_head"])
@@ -101,17 +126,23 @@ def test_linear_quantized(benchmark, backend, rng, cold_copies, gpt2_weights, na
     else:
         blk = gpt2_weights.blocks[0]
         w, b = getattr(blk, f"{name}_w"), getattr(blk, f"{name}_b")
-    q = quantize(w, dtype)
-    arrays = (q.data,) if q.scales is None else (q.data, q.scales)
-    # copies keep the 64-byte alignment (quant.aligned) that loaded weights have
-    weights = cold_copies(*arrays, build=lambda *copy: QuantizedWeight(dtype, *(aligned(a) for a in copy)))
-    x, out = _normal(rng, rows, n_in), _normal(rng, rows, n_out)     # (N, in), (N, out)
+    weights, nbytes = _cold_weights(cold_copies, w, dtype)
+    _bench_product(benchmark, backend, rng, weights, nbytes, b, rows, n_in, n_out)
 
-    def linear():
-        return backend.linear(x, next(weights), b, out)
 
-    benchmark(linear)
-    if benchmark.enabled:
-        seconds = benchmark.stats.stats.median
-        benchmark.extra_info["weight_GB_per_s"] = round(q.nbytes / seconds / 1e9, 2)
-        benchmark.extra_info["GFLOP_per_s"] = round(2 * rows * n_out * n_in / seconds / 1e9, 1)
+SKINNY_ROWS = [2, 4, 8, 16, 32, 64]  # a decode step of a serving batch, a short prompt
+SKINNY_MATRICES = ["attn_qkv", "attn_proj", "mlp_fc", "mlp_proj"]
+
+
+@pytest.mark.parametrize("rows", SKINNY_ROWS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "int8"])
+@pytest.mark.parametrize("name", SKINNY_MATRICES)
+def test_skinny(benchmark, backend, rng, cold_copies, gpt2_weights, name, dtype, rows):
+    """The skinny products: 2-64 rows against each block matrix, weights cold (as in a decode step
+    of a batch). extra_info: GB/s of weights and GFLOP/s, to set against the bandwidth and the
+    arithmetic peak of the kernel (fastgpt bench prints both)."""
+    n_out, n_in = LINEARS[name]
+    benchmark.group = f"skinny {name} {rows}x{n_in} -> {n_out} {dtype}"
+    blk = gpt2_weights.blocks[0]
+    weights, nbytes = _cold_weights(cold_copies, getattr(blk, f"{name}_w"), dtype)
+    _bench_product(benchmark, backend, rng, weights, nbytes, getattr(blk, f"{name}_b"), rows, n_in, n_out)

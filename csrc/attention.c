@@ -1,22 +1,50 @@
-/* Attention for one query of one head over a contiguous run of cached keys.
+/* Attention of one query (or four) of one head over a contiguous run of cached keys, and the
+ * stores that append new keys and values to the cache.
+ *
+ * The cache holds float32, IEEE half or bfloat16 (kv_fmt FG_W_F32, FG_Q_F16, FG_Q_BF16): 16-bit
+ * keys and values are widened in registers right after their load (exactly), so a 16-bit cache
+ * halves the bytes that decoding at a long context reads, the arithmetic staying float32. Storing
+ * rounds to nearest even (csrc/half.h, as NumPy's astype and quant.float32_to_bf16_bits).
  *
  * AVX-512 path for head widths that are a multiple of 16 (64 in every GPT-2 size): the query
  * stays in registers, four keys are scored per step and reduced together, softmax uses the
  * vectorised exp, and the value rows are accumulated into register-resident outputs.
- * The generic path handles any width and is the fallback on other CPUs.
+ * The generic path handles any width and is the fallback on other CPUs. Either way a query's
+ * result depends only on its own row's keys and values, never on other rows or threads.
  */
 #include <math.h>
 
 #include "fastgpt_kernels.h"
+#include "half.h"
 #include "vmath.h"
 
 #define FG_MAX_D_REGS 8 /* AVX-512 path: head width up to 128 */
 
-static void attend_generic(const float *q, const float *k, const float *v, ptrdiff_t d, ptrdiff_t first,
+static inline float kv_at(const void *kv, ptrdiff_t i, int kv_fmt) {
+    if (kv_fmt == FG_Q_F16) return f16_to_f32(((const uint16_t *)kv)[i]);
+    if (kv_fmt == FG_Q_BF16) return bf16_to_f32(((const uint16_t *)kv)[i]);
+    return ((const float *)kv)[i];
+}
+
+static void store_generic(const float *src, void *dst, ptrdiff_t at, int kv_fmt, ptrdiff_t n) {
+    for (ptrdiff_t t = 0; t < n; t++) {
+        if (kv_fmt == FG_Q_F16) ((uint16_t *)dst)[at + t] = f32_to_f16(src[t]);
+        else if (kv_fmt == FG_Q_BF16) ((uint16_t *)dst)[at + t] = f32_to_bf16(src[t]);
+        else ((float *)dst)[at + t] = src[t];
+    }
+}
+
+static void attend_generic(const float *q, const void *k, const void *v, int kv_fmt, ptrdiff_t d, ptrdiff_t first,
                            ptrdiff_t last, float scale, float *scores, float *out, int level) {
     float mx = -INFINITY;
     for (ptrdiff_t j = first; j < last; j++) {
-        float s = fg_dot_f32(q, k + j * d, d, level) * scale;
+        float s;
+        if (kv_fmt == FG_W_F32) s = fg_dot_f32(q, (const float *)k + j * d, d, level);
+        else {
+            s = 0.f;
+            for (ptrdiff_t t = 0; t < d; t++) s += q[t] * kv_at(k, j * d + t, kv_fmt);
+        }
+        s *= scale;
         scores[j] = s;
         if (s > mx) mx = s;
     }
@@ -30,14 +58,25 @@ static void attend_generic(const float *q, const float *k, const float *v, ptrdi
     for (ptrdiff_t t = 0; t < d; t++) out[t] = 0.f;
     for (ptrdiff_t j = first; j < last; j++) {
         const float p = scores[j] * inv;
-        const float *vj = v + j * d;
-        for (ptrdiff_t t = 0; t < d; t++) out[t] += p * vj[t];
+        for (ptrdiff_t t = 0; t < d; t++) out[t] += p * kv_at(v, j * d + t, kv_fmt);
     }
 }
 
 #if defined(__x86_64__) || defined(__i386__)
+#define FG_X86 1
+#define TARGET_ATT __attribute__((target("avx512f")))
+
+/* 16 cached values from element i, widened to float32. */
+TARGET_ATT __attribute__((always_inline)) static inline __m512 kv_load16(const void *kv, ptrdiff_t i, const int FMT) {
+    if (FMT == FG_Q_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)kv + i)));
+    if (FMT == FG_Q_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)kv + i))), 16));
+    return _mm512_loadu_ps((const float *)kv + i);
+}
+
 /* Sums of four vectors as one xmm: [sum(a), sum(b), sum(c), sum(d)]. */
-__attribute__((target("avx512f"))) static inline __m128 reduce4_512(__m512 a, __m512 b, __m512 c, __m512 d) {
+TARGET_ATT static inline __m128 reduce4_512(__m512 a, __m512 b, __m512 c, __m512 d) {
     __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
     __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(b), 1)));
     __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c), 1)));
@@ -50,7 +89,7 @@ __attribute__((target("avx512f"))) static inline __m128 reduce4_512(__m512 a, __
 
 /* sc[0:n] = exp(sc - max), in place; returns 1 / sum so the caller can fold the
  * normalisation into its output (one multiply per output instead of per score). */
-__attribute__((target("avx512f"))) static float softmax_unnormalised_avx512(float *sc, ptrdiff_t n) {
+TARGET_ATT static float softmax_unnormalised_avx512(float *sc, ptrdiff_t n) {
     __m512 mv = _mm512_set1_ps(-INFINITY);
     ptrdiff_t i = 0;
     for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(sc + i));
@@ -72,31 +111,31 @@ __attribute__((target("avx512f"))) static float softmax_unnormalised_avx512(floa
     return 1.0f / _mm512_reduce_add_ps(tv);
 }
 
-__attribute__((target("avx512f"))) static void attend_avx512(const float *q, const float *k, const float *v,
-                                                                       ptrdiff_t d, ptrdiff_t first, ptrdiff_t last,
-                                                                       float scale, float *scores, float *out) {
+TARGET_ATT __attribute__((always_inline)) static inline void
+attend_avx512(const float *q, const void *k, const void *v, ptrdiff_t d, ptrdiff_t first, ptrdiff_t last, float scale,
+              float *scores, float *out, const int FMT) {
     const int nv = (int)(d / 16);
     __m512 qv[FG_MAX_D_REGS], acc[FG_MAX_D_REGS];
     for (int c = 0; c < nv; c++) qv[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), _mm512_set1_ps(scale));
 
     ptrdiff_t j = first;
     for (; j + 4 <= last; j += 4) {
-        const float *k0 = k + j * d;
-        __m512 s0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k0));
-        __m512 s1 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k0 + d));
-        __m512 s2 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k0 + 2 * d));
-        __m512 s3 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k0 + 3 * d));
+        const ptrdiff_t k0 = j * d;
+        __m512 s0 = _mm512_mul_ps(qv[0], kv_load16(k, k0, FMT));
+        __m512 s1 = _mm512_mul_ps(qv[0], kv_load16(k, k0 + d, FMT));
+        __m512 s2 = _mm512_mul_ps(qv[0], kv_load16(k, k0 + 2 * d, FMT));
+        __m512 s3 = _mm512_mul_ps(qv[0], kv_load16(k, k0 + 3 * d, FMT));
         for (int c = 1; c < nv; c++) {
-            s0 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k0 + 16 * c), s0);
-            s1 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k0 + d + 16 * c), s1);
-            s2 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k0 + 2 * d + 16 * c), s2);
-            s3 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k0 + 3 * d + 16 * c), s3);
+            s0 = _mm512_fmadd_ps(qv[c], kv_load16(k, k0 + 16 * c, FMT), s0);
+            s1 = _mm512_fmadd_ps(qv[c], kv_load16(k, k0 + d + 16 * c, FMT), s1);
+            s2 = _mm512_fmadd_ps(qv[c], kv_load16(k, k0 + 2 * d + 16 * c, FMT), s2);
+            s3 = _mm512_fmadd_ps(qv[c], kv_load16(k, k0 + 3 * d + 16 * c, FMT), s3);
         }
         _mm_storeu_ps(scores + j, reduce4_512(s0, s1, s2, s3));
     }
     for (; j < last; j++) {
-        __m512 s = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k + j * d));
-        for (int c = 1; c < nv; c++) s = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + j * d + 16 * c), s);
+        __m512 s = _mm512_mul_ps(qv[0], kv_load16(k, j * d, FMT));
+        for (int c = 1; c < nv; c++) s = _mm512_fmadd_ps(qv[c], kv_load16(k, j * d + 16 * c, FMT), s);
         scores[j] = _mm512_reduce_add_ps(s);
     }
 
@@ -105,8 +144,7 @@ __attribute__((target("avx512f"))) static void attend_avx512(const float *q, con
     for (int c = 0; c < nv; c++) acc[c] = _mm512_setzero_ps();
     for (j = first; j < last; j++) {
         const __m512 p = _mm512_set1_ps(scores[j]);
-        const float *vj = v + j * d;
-        for (int c = 0; c < nv; c++) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), acc[c]);
+        for (int c = 0; c < nv; c++) acc[c] = _mm512_fmadd_ps(p, kv_load16(v, j * d + 16 * c, FMT), acc[c]);
     }
     const __m512 invv = _mm512_set1_ps(inv);
     for (int c = 0; c < nv; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], invv));
@@ -115,19 +153,17 @@ __attribute__((target("avx512f"))) static void attend_avx512(const float *q, con
 /* Four consecutive queries of one head (head width 64): each key and value row is loaded once
  * for all four, which halves the load traffic that bounds prefill attention. Query i sees
  * keys [first, last0 + i). scores__4l is 4 rows of at least last0 + 3 floats, s_stride apart. */
-__attribute__((target("avx512f"))) static void attend4_avx512_d64(const float *q, ptrdiff_t q_stride, const float *k,
-                                                                   const float *v, ptrdiff_t first, ptrdiff_t last0,
-                                                                   float scale, float *scores, ptrdiff_t s_stride,
-                                                                   float *out, ptrdiff_t out_stride) {
+TARGET_ATT __attribute__((always_inline)) static inline void
+attend4_avx512_d64(const float *q, ptrdiff_t q_stride, const void *k, const void *v, ptrdiff_t first, ptrdiff_t last0,
+                   float scale, float *scores, ptrdiff_t s_stride, float *out, ptrdiff_t out_stride, const int FMT) {
     const ptrdiff_t d = 64, last = last0 + 3;
     __m512 qv[4][4];
     const __m512 sv = _mm512_set1_ps(scale);
     for (int i = 0; i < 4; i++)
         for (int c = 0; c < 4; c++) qv[i][c] = _mm512_mul_ps(_mm512_loadu_ps(q + i * q_stride + 16 * c), sv);
     for (ptrdiff_t j = first; j < last; j++) {
-        const float *kj = k + j * d;
-        const __m512 k0 = _mm512_loadu_ps(kj), k1 = _mm512_loadu_ps(kj + 16);
-        const __m512 k2 = _mm512_loadu_ps(kj + 32), k3 = _mm512_loadu_ps(kj + 48);
+        const __m512 k0 = kv_load16(k, j * d, FMT), k1 = kv_load16(k, j * d + 16, FMT);
+        const __m512 k2 = kv_load16(k, j * d + 32, FMT), k3 = kv_load16(k, j * d + 48, FMT);
         __m512 s[4];
         for (int i = 0; i < 4; i++) {
             s[i] = _mm512_mul_ps(qv[i][0], k0);
@@ -150,9 +186,8 @@ __attribute__((target("avx512f"))) static void attend4_avx512_d64(const float *q
     for (int i = 0; i < 4; i++)
         for (int c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
     for (ptrdiff_t j = first; j < last; j++) {
-        const float *vj = v + j * d;
-        const __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
-        const __m512 v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
+        const __m512 v0 = kv_load16(v, j * d, FMT), v1 = kv_load16(v, j * d + 16, FMT);
+        const __m512 v2 = kv_load16(v, j * d + 32, FMT), v3 = kv_load16(v, j * d + 48, FMT);
         for (int i = 0; i < 4; i++) {
             const __m512 p = _mm512_set1_ps(scores[i * s_stride + j]);
             acc[i][0] = _mm512_fmadd_ps(p, v0, acc[i][0]);
@@ -166,29 +201,74 @@ __attribute__((target("avx512f"))) static void attend4_avx512_d64(const float *q
         for (int c = 0; c < 4; c++) _mm512_storeu_ps(out + i * out_stride + 16 * c, _mm512_mul_ps(acc[i][c], iv));
     }
 }
+
+/* One instance per cache format, so that each loop carries no format test. */
+#define ATTEND_FNS(FMT)                                                                                            \
+    TARGET_ATT static void attend_##FMT(const float *q, const void *k, const void *v, ptrdiff_t d, ptrdiff_t first, \
+                                        ptrdiff_t last, float scale, float *scores, float *out) {                  \
+        attend_avx512(q, k, v, d, first, last, scale, scores, out, FMT);                                           \
+    }                                                                                                              \
+    TARGET_ATT static void attend4_##FMT(const float *q, ptrdiff_t q_stride, const void *k, const void *v,          \
+                                         ptrdiff_t first, ptrdiff_t last0, float scale, float *scores,             \
+                                         ptrdiff_t s_stride, float *out, ptrdiff_t out_stride) {                   \
+        attend4_avx512_d64(q, q_stride, k, v, first, last0, scale, scores, s_stride, out, out_stride, FMT);        \
+    }
+/* FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_W_F32 = 3: literal so that the names paste */
+ATTEND_FNS(0)
+ATTEND_FNS(1)
+ATTEND_FNS(3)
+
+TARGET_ATT static void store_avx512(const float *src, void *dst, ptrdiff_t at, int kv_fmt, ptrdiff_t n) {
+    ptrdiff_t t = 0;
+    for (; t + 16 <= n; t += 16) {
+        __m512 x = _mm512_loadu_ps(src + t);
+        uint16_t *d16 = (uint16_t *)dst + at + t;
+        if (kv_fmt == FG_Q_F16)
+            _mm256_storeu_si256((__m256i *)d16, _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        else if (kv_fmt == FG_Q_BF16) _mm256_storeu_si256((__m256i *)d16, _mm512_cvtepi32_epi16(bf16_bits_512(x)));
+        else _mm512_storeu_ps((float *)dst + at + t, x);
+    }
+    store_generic(src + t, dst, at + t, kv_fmt, n - t);
+}
 #endif
 
-void fg_attend_one_f32(const float *q, const float *k, const float *v, ptrdiff_t d, ptrdiff_t first, ptrdiff_t last,
-                       float scale, float *scores, float *out, int level) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (level >= FG_AVX512 && d % 16 == 0 && d <= 16 * FG_MAX_D_REGS) {
-        attend_avx512(q, k, v, d, first, last, scale, scores, out);
+void fg_kv_store(const float *src__d, void *dst, ptrdiff_t at, int kv_fmt, ptrdiff_t n, int level) {
+#ifdef FG_X86
+    if (level >= FG_AVX512) {
+        store_avx512(src__d, dst, at, kv_fmt, n);
         return;
     }
 #endif
-    attend_generic(q, k, v, d, first, last, scale, scores, out, level);
+    (void)level;
+    store_generic(src__d, dst, at, kv_fmt, n);
 }
 
-int fg_attend_four_f32(const float *q, ptrdiff_t q_stride, const float *k, const float *v, ptrdiff_t d,
-                       ptrdiff_t first, ptrdiff_t last0, float scale, float *scores, ptrdiff_t s_stride,
-                       float *out, ptrdiff_t out_stride, int level) {
-#if defined(__x86_64__) || defined(__i386__)
+void fg_attend_one(const float *q, const void *k, const void *v, int kv_fmt, ptrdiff_t d, ptrdiff_t first,
+                   ptrdiff_t last, float scale, float *scores, float *out, int level) {
+#ifdef FG_X86
+    if (level >= FG_AVX512 && d % 16 == 0 && d <= 16 * FG_MAX_D_REGS) {
+        if (kv_fmt == FG_Q_F16) attend_1(q, k, v, d, first, last, scale, scores, out);
+        else if (kv_fmt == FG_Q_BF16) attend_0(q, k, v, d, first, last, scale, scores, out);
+        else attend_3(q, k, v, d, first, last, scale, scores, out);
+        return;
+    }
+#endif
+    attend_generic(q, k, v, kv_fmt, d, first, last, scale, scores, out, level);
+}
+
+int fg_attend_four(const float *q, ptrdiff_t q_stride, const void *k, const void *v, int kv_fmt, ptrdiff_t d,
+                   ptrdiff_t first, ptrdiff_t last0, float scale, float *scores, ptrdiff_t s_stride, float *out,
+                   ptrdiff_t out_stride, int level) {
+#ifdef FG_X86
     if (level >= FG_AVX512 && d == 64) {
-        attend4_avx512_d64(q, q_stride, k, v, first, last0, scale, scores, s_stride, out, out_stride);
+        if (kv_fmt == FG_Q_F16) attend4_1(q, q_stride, k, v, first, last0, scale, scores, s_stride, out, out_stride);
+        else if (kv_fmt == FG_Q_BF16)
+            attend4_0(q, q_stride, k, v, first, last0, scale, scores, s_stride, out, out_stride);
+        else attend4_3(q, q_stride, k, v, first, last0, scale, scores, s_stride, out, out_stride);
         return 1;
     }
 #endif
-    (void)q; (void)q_stride; (void)k; (void)v; (void)d; (void)first; (void)last0; (void)scale;
+    (void)q; (void)q_stride; (void)k; (void)v; (void)kv_fmt; (void)d; (void)first; (void)last0; (void)scale;
     (void)scores; (void)s_stride; (void)out; (void)out_stride; (void)level;
     return 0;
 }

@@ -12,11 +12,11 @@
  * at both bandwidth levels: not done.
  *
  * Every phase calls the same row kernels as the op-by-op path (fg_linear_rows_f32,
- * fg_qlinear_rows, fg_attend_one_f32, fg_layer_norm_row_f32, fg_activation_f32) on bands that
- * start at multiples of 8 rows, so the result is bitwise that path's: the tests hold it to that.
+ * fg_qlinear_rows, fg_attend_one, fg_layer_norm_row_f32, fg_activation_f32), whose results
+ * do not depend on the band or the number of rows, so the result is bitwise that path's: the
+ * tests hold it to that.
  */
 #include <math.h>
-#include <string.h>
 
 #include "fastgpt_kernels.h"
 
@@ -29,10 +29,10 @@
 
 static ptrdiff_t min_pd(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
-/* Thread tid's band of output rows: whole groups of 8 (the kernels' tile), as the op-by-op
- * wrappers split them. */
+/* Thread tid's band of output rows: whole groups of 16 (the largest of the skinny kernels' groups,
+ * AMX's), as the op-by-op wrappers split them. */
 static void band_of(ptrdiff_t n_out, int nt, int tid, ptrdiff_t *o0, ptrdiff_t *o1) {
-    ptrdiff_t band = ((n_out + nt - 1) / nt + 7) / 8 * 8;
+    ptrdiff_t band = ((n_out + nt - 1) / nt + 15) / 16 * 16;
     *o0 = min_pd((ptrdiff_t)tid * band, n_out);
     *o1 = min_pd(*o0 + band, n_out);
 }
@@ -41,11 +41,13 @@ static int needs_prep(const fg_matrix *m, int qlevel) {
     return m->fmt != FG_W_F32 && fg_qprep_bytes(m->fmt, 1, m->n_in, qlevel) > 0;
 }
 
-/* x rows [r for r = tid, tid + nt, ...] prepared for m's kernel (int8 / bfloat16 on AVX-512). */
+/* x's units of FG_PREP_ROWS rows [u for u = tid, tid + nt, ...] prepared for m's kernel (int8 and
+ * bfloat16 on AMX, int8 on AVX512-VNNI). */
 static void prep_rows(const fg_decoder *d, const fg_matrix *m, const float *x, int nt, int tid) {
     if (!needs_prep(m, d->qlevel)) return;
-    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
-        fg_qprep_x_rows(m->fmt, x, m->n_in, d->n_rows, m->n_in, r, r + 1, d->prep, d->qlevel);
+    for (ptrdiff_t r = tid * FG_PREP_ROWS; r < d->n_rows; r += nt * FG_PREP_ROWS)
+        fg_qprep_x_rows(m->fmt, x, m->n_in, d->n_rows, m->n_in, r, min_pd(r + FG_PREP_ROWS, d->n_rows), d->prep,
+                        d->qlevel);
 }
 
 /* y = x @ m.T + b over this thread's band [o0, o1). */
@@ -66,20 +68,38 @@ static void add_band(const fg_decoder *d, float *x, const float *y, ptrdiff_t o0
         for (ptrdiff_t o = o0; o < o1; o++) x[r * d->n_embd + o] = x[r * d->n_embd + o] + y[r * d->n_embd + o];
 }
 
-/* Each (row, head) appends its key and value at its row's slot and attends over its visible slots. */
+/* &kv[at] for a cache of kv_fmt elements */
+static const void *kv_row(const void *kv, ptrdiff_t at, int kv_fmt) {
+    return (const char *)kv + at * (kv_fmt == FG_W_F32 ? 4 : 2);
+}
+
+/* Keys that row b's new token attends over: its visible slots. */
+static ptrdiff_t row_keys(const fg_decoder *d, ptrdiff_t b) {
+    const ptrdiff_t r = d->rows[b], pos = d->slots[b];
+    return pos + 1 - (d->start[r] <= pos ? d->start[r] : pos);
+}
+
+/* Each (row, head) appends its key and value at its row's slot and attends over its visible slots.
+ * Rows of a server's batch sit at different lengths, so the threads split the (row, head) items by
+ * keys read, not by count: thread tid takes the items that start in its share of the total. */
 static void attend_items(const fg_decoder *d, const fg_block *blk, int nt, int tid) {
     const ptrdiff_t C = d->n_embd, H = d->n_head, D = d->head_dim, S = d->n_slots;
-    const ptrdiff_t n_items = d->n_rows * H, chunk = (n_items + nt - 1) / nt;
     const float scale = (float)(1.0 / sqrt((double)D));
     float *scores = d->scores + tid * d->scores_stride;
-    for (ptrdiff_t item = tid * chunk; item < min_pd(n_items, (tid + 1) * chunk); item++) {
-        const ptrdiff_t b = item / H, hh = item % H, r = d->rows[b], pos = d->slots[b];
-        const float *q = d->qkv + b * 3 * C + hh * D;
-        float *k = blk->k + (r * H + hh) * S * D, *v = blk->v + (r * H + hh) * S * D;
-        memcpy(k + pos * D, q + C, (size_t)D * sizeof(float));
-        memcpy(v + pos * D, q + 2 * C, (size_t)D * sizeof(float));
-        const ptrdiff_t first = d->start[r] <= pos ? d->start[r] : pos;
-        fg_attend_one_f32(q, k, v, D, first, pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
+    ptrdiff_t total = 0, done = 0;
+    for (ptrdiff_t b = 0; b < d->n_rows; b++) total += H * row_keys(d, b);
+    const ptrdiff_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
+    for (ptrdiff_t b = 0; b < d->n_rows; b++) {
+        const ptrdiff_t keys = row_keys(d, b), r = d->rows[b], pos = d->slots[b];
+        for (ptrdiff_t hh = 0; hh < H; hh++, done += keys) {
+            if (done < lo || done >= hi) continue;
+            const float *q = d->qkv + b * 3 * C + hh * D;
+            const ptrdiff_t at = (r * H + hh) * S * D;
+            fg_kv_store(q + C, blk->k, at + pos * D, d->kv_fmt, D, d->level);
+            fg_kv_store(q + 2 * C, blk->v, at + pos * D, d->kv_fmt, D, d->level);
+            fg_attend_one(q, kv_row(blk->k, at, d->kv_fmt), kv_row(blk->v, at, d->kv_fmt), d->kv_fmt, D, pos + 1 - keys,
+                          pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
+        }
     }
 }
 
@@ -95,11 +115,13 @@ static void residual_product(const fg_decoder *d, const fg_matrix *m, const floa
     FG_BARRIER();
 }
 
-/* m's input: out = layer_norm(x) * g + b, split by rows, prepared for m's kernel; then the team waits. */
+/* m's input: out = layer_norm(x) * g + b, split by units of FG_PREP_ROWS rows, each unit prepared
+ * for m's kernel by the thread that normed it; then the team waits. */
 static void normed_input(const fg_decoder *d, const float *g, const float *b, const fg_matrix *m, float *out, int nt,
                          int tid) {
-    for (ptrdiff_t r = tid; r < d->n_rows; r += nt)
-        fg_layer_norm_row_f32(d->x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
+    for (ptrdiff_t r0 = tid * FG_PREP_ROWS; r0 < d->n_rows; r0 += nt * FG_PREP_ROWS)
+        for (ptrdiff_t r = r0; r < min_pd(r0 + FG_PREP_ROWS, d->n_rows); r++)
+            fg_layer_norm_row_f32(d->x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
     prep_rows(d, m, out, nt, tid);
     FG_BARRIER();
 }

@@ -11,8 +11,14 @@
 #define FASTGPT_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-enum { FG_SCALAR = 0, FG_AVX2 = 1, FG_AVX512 = 2 };
+/* SIMD levels. FG_AMX (AVX-512 plus AMX tiles) is a level of the quantized kernels only
+ * (fg_quant_level); every path for FG_AVX512 runs there too unless AMX replaces it. */
+enum { FG_SCALAR = 0, FG_AVX2 = 1, FG_AVX512 = 2, FG_AMX = 3 };
+/* Formats of weights (and of the KV cache): 16-bit IEEE half / bfloat16 bits, int8 blocks (see the
+ * quantized weights below) and float32. */
+enum { FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2, FG_W_F32 = 3 };
 
 /* What this CPU supports (capped by FASTGPT_SIMD_MAX_LEVEL when set at build time). */
 int fg_simd_level(void);
@@ -21,8 +27,14 @@ int fg_simd_level(void);
 float fg_dot_f32(const float *a__i, const float *b__i, ptrdiff_t n_i, int level);
 float fg_dot_f32_ref(const float *a__i, const float *b__i, ptrdiff_t n_i);
 
-/* y[r, o] = b[o] + dot(w[o, :], x[r, :]) for o in [o_begin, o_end), r < n_rows.
- * w is row-major [out, in]; x rows are `x_stride` apart, y rows `y_stride` apart. */
+/* The skinny products (csrc/skinny.c): y[r, o] = b[o] + dot(w[o, :], x[r, :]) for o in
+ * [o_begin, o_end), r < n_rows, w row-major [out, in] read once per call; x rows are `x_stride`
+ * apart, y rows `y_stride` apart. Each y[r, o] is summed in an order that depends on n_in and the
+ * level only: row r is bitwise the same whatever n_rows, the other rows or the o range.
+ * fg_skinny_w16: w bfloat16 or float16 (fmt FG_Q_BF16 / FG_Q_F16), widened exactly. */
+void fg_skinny_w16(const uint16_t *w__oi, int fmt, const float *b__o, const float *x__ni, ptrdiff_t x_stride,
+                   float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
+                   ptrdiff_t o_end, int level);
 void fg_linear_rows_f32(const float *w__oi, const float *b__o, const float *x__ni, ptrdiff_t x_stride,
                         float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                         ptrdiff_t o_begin, ptrdiff_t o_end, int level);
@@ -38,17 +50,21 @@ void fg_gemm_pack_x_f32(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows
 void fg_gemm_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, const float *w__oi, const float *b__o,
                  float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
 
+/* The KV cache holds float32, IEEE half or bfloat16 values: kv_fmt FG_W_F32, FG_Q_F16 or FG_Q_BF16
+ * (csrc/attention.c). fg_kv_store: dst[at + t] = src[t] for t < n, rounded to nearest even. */
+void fg_kv_store(const float *src__d, void *dst, ptrdiff_t at, int kv_fmt, ptrdiff_t n, int level);
+
 /* Attention of one query over keys [first, last) of one head's cache, into out__d.
- * k__ld / v__ld rows are d apart; scores__l is scratch of at least `last` floats. */
-void fg_attend_one_f32(const float *q__d, const float *k__ld, const float *v__ld, ptrdiff_t d,
-                       ptrdiff_t first, ptrdiff_t last, float scale, float *scores__l, float *out__d, int level);
+ * k__ld / v__ld rows are d elements apart; scores__l is scratch of at least `last` floats. */
+void fg_attend_one(const float *q__d, const void *k__ld, const void *v__ld, int kv_fmt, ptrdiff_t d, ptrdiff_t first,
+                   ptrdiff_t last, float scale, float *scores__l, float *out__d, int level);
 
 /* Four consecutive queries (q rows q_stride apart; query i sees keys [first, last0 + i)),
  * scores: 4 rows s_stride apart. Returns 0 without touching anything when this CPU / head
  * width has no such path (the caller then does one query at a time). */
-int fg_attend_four_f32(const float *q__4d, ptrdiff_t q_stride, const float *k__ld, const float *v__ld, ptrdiff_t d,
-                       ptrdiff_t first, ptrdiff_t last0, float scale, float *scores__4l, ptrdiff_t s_stride,
-                       float *out__4d, ptrdiff_t out_stride, int level);
+int fg_attend_four(const float *q__4d, ptrdiff_t q_stride, const void *k__ld, const void *v__ld, int kv_fmt,
+                   ptrdiff_t d, ptrdiff_t first, ptrdiff_t last0, float scale, float *scores__4l, ptrdiff_t s_stride,
+                   float *out__4d, ptrdiff_t out_stride, int level);
 
 /* Layer norm of one row (biased variance, as torch.nn.LayerNorm). */
 void fg_layer_norm_row_f32(const float *x__i, const float *g__i, const float *b__i, ptrdiff_t n_i,
@@ -63,31 +79,40 @@ void fg_activation_f32(const float *x, float *out, ptrdiff_t n, int kind, int le
 /* Sum of a buffer, read with the widest loads available: the memory-bandwidth probe. */
 double fg_read_sum_f32(const float *x, ptrdiff_t n, int level);
 
+/* The peak-arithmetic probe (csrc/peak.c): `iters` rounds of independent chains of one kind of
+ * instruction in registers on this thread; returns the operations done (a multiply-add counts 2),
+ * 0 if this CPU or build lacks the instructions. */
+enum { FG_PEAK_F32_FMA = 0, FG_PEAK_I8_VNNI = 1, FG_PEAK_BF16_DOT = 2, FG_PEAK_I8_AMX = 3, FG_PEAK_BF16_AMX = 4 };
+double fg_peak(int kind, long iters);
+
 /* ---- Quantized weights (csrc/quant.c; the formats are specified in fastgpt/quant.py) ----
  * fmt FG_Q_BF16 / FG_Q_F16: w__oi is uint16 [out, in] (bfloat16 / IEEE half bits), s__ob NULL.
  * fmt FG_Q_I8: w__oi is int8 [out, in], s__ob uint16 [out, in / 32] (float16 scale bits), and
  * n_in % FG_Q8_BLOCK == 0. A weight's value is float32(w), or float32(q) * float32(scale). */
-#include <stdint.h>
-enum { FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2 };
 #define FG_Q8_BLOCK 32
 
-/* fg_simd_level(), lowered to AVX2 without AVX512BW/VL and to scalar without F16C. */
-/* Whether int8 products round x to int8 per block of 32 (AVX512-VNNI: quant.linear_ref_q8). */
+/* Whether int8 products round x to int8 per block of 32 (AVX512-VNNI or AMX:
+ * quant.linear_ref_int8_activations). */
 int fg_q8_activations(int level);
+/* fg_simd_level(), lowered to AVX2 without AVX512BW/VL and to scalar without F16C, raised to FG_AMX
+ * when fg_amx_available(). */
 int fg_quant_level(void);
 
-/* The fused dequantize-and-dot of decoding reads x prepared once per product (csrc/quant.c):
- * fg_qprep_bytes() bytes of 64-byte aligned scratch (0: none needed), filled by fg_qprep_x(). */
+/* The skinny products of quantized w read x prepared once per product (csrc/quant.c):
+ * fg_qprep_bytes() bytes of 64-byte aligned scratch (0: none needed), filled by fg_qprep_x_rows
+ * rows [r_begin, r_end) at a time (the layout is that of all n_rows rows), so that threads can
+ * prepare disjoint rows of one x: in whole units of FG_PREP_ROWS rows (r_begin a multiple of it,
+ * r_end too or n_rows). */
 ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level);
-void fg_qprep_x(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep,
-                int level);
-/* Rows [r_begin, r_end) of that prepared x (the layout is fg_qprep_x's for n_rows rows), so that
- * threads can prepare disjoint rows of one x. */
+#define FG_PREP_ROWS 16
 void fg_qprep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                      ptrdiff_t r_begin, ptrdiff_t r_end, void *prep, int level);
 
-/* y[r, o] = b[o] + sum_i W[o, i] * x[r, i] for o in [o_begin, o_end), r < n_rows (decode: few
- * rows). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x with the same x. */
+/* y[r, o] = b[o] + sum_i W[o, i] * x[r, i] for o in [o_begin, o_end), r < n_rows (decode, short
+ * prompts). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x_rows with the same x. As
+ * the skinny products above: each y[r, o] depends on n_in and the level, not on n_rows or the o range.
+ * Level FG_AMX: int8 and bfloat16 on AMX (csrc/amx.c); FG_AVX512: int8 by VNNI (below), 16-bit w by
+ * fg_skinny_w16. */
 void fg_qlinear_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const float *x__ni,
                      ptrdiff_t x_stride, const void *prep, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows,
                      ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
@@ -140,21 +165,33 @@ int fg_bgemm_available(void);
 ptrdiff_t fg_bgemm_x_bytes(ptrdiff_t n_rows, ptrdiff_t n_in);
 void fg_bgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
                      ptrdiff_t p_end, void *xb__pjc);
+/* The packing of fg_bgemm_pack_x with panels of n_pairs >= ceil(n_in / 2) pairs (zero past n_in). */
+void fg_bf16_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
+                    ptrdiff_t p_end, ptrdiff_t n_pairs, void *xb__pjc);
 void fg_bgemm(const void *xb__pjc, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, const float *b__o,
               float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end);
 void fg_gemm_w16_f32(const float *xp__pic, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, int fmt,
                      const float *b__o, float *y__no, ptrdiff_t y_stride, ptrdiff_t o_begin, ptrdiff_t o_end,
                      float *wide__oi, int level);
 
-/* float16 w [out, in], 9..~24 rows of float32 x (csrc/hdot.c): y[n, o] = b[o] + sum_i w[o, i] * x[n, i]
- * for n < n_rows, o in [o_begin, o_end), by dot-product register blocks; each output's summation
- * order depends only on n_in (any band split or n_rows gives the same bits). */
-void fg_hdot_f16(const uint16_t *w__oi, const float *b__o, const float *x__ni, ptrdiff_t x_stride, float *y__no,
-                 ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+/* ---- int8 and bfloat16 products on AMX tiles (csrc/amx.c) ----------------------------------------
+ * fg_amx_available(): the CPU has AMX-INT8/BF16 (and AVX512-VNNI/BW/VL/BF16) and the OS granted the
+ * tile state. x is prepared once per product, rows [r_begin, r_end) at a time (whole units of
+ * FG_PREP_ROWS; threads take disjoint units), into fg_amx_prep_bytes() bytes, 64-byte aligned;
+ * then fg_amx_rows computes y[r, o] for
+ * r < n_rows, o in [o_begin, o_end). int8: bitwise fg_qgemm_ref (x rounded to int8 blocks);
+ * bfloat16: x rounded to bfloat16 (quant.linear_ref_bf16_activations up to summation order). Each
+ * output depends on its rows of w and x only (not on n_rows or the o range). */
+int fg_amx_available(void);
+ptrdiff_t fg_amx_prep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in);
+void fg_amx_prep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
+                        ptrdiff_t r_begin, ptrdiff_t r_end, void *prep);
+void fg_amx_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const void *prep,
+                 float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
+                 ptrdiff_t o_end);
 
 /* ---- One decode step of a GPT-2 stack in one parallel region (csrc/decode.c) --------------------
  * Every extent below is checked by the caller (fastgpt/kernels/_decode.pyx) before the call. */
-enum { FG_W_F32 = 3 }; /* fg_matrix.fmt beside FG_Q_*: float32 weights */
 typedef struct {
     const void *w;       /* [n_out, n_in] row-major: float32, or fmt's 16/8-bit data */
     const uint16_t *s;   /* int8's scales [n_out, n_in / 32], else NULL */
@@ -166,7 +203,7 @@ typedef struct {
 typedef struct {
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     fg_matrix qkv, attn_proj, fc, proj;
-    float *k, *v; /* this layer's cache [cache rows, n_head, n_slots, head_dim] */
+    void *k, *v; /* this layer's cache [cache rows, n_head, n_slots, head_dim], in the decoder's kv_fmt */
 } fg_block;
 
 /* Rows of the workspace are contiguous: x, h, attn, last [n_rows, n_embd], qkv [n_rows, 3 n_embd],
@@ -176,6 +213,7 @@ typedef struct {
     ptrdiff_t n_layer, n_rows, n_embd, n_head, head_dim, n_ff, n_slots;
     float eps;
     int act_kind, level, qlevel; /* level: fg_simd_level(); qlevel: fg_quant_level() (or lower) */
+    int kv_fmt;                  /* the cache's FG_W_F32, FG_Q_F16 or FG_Q_BF16 */
     const fg_block *blocks;
     const float *lnf_g, *lnf_b;
     fg_matrix head;

@@ -28,6 +28,7 @@
 
 #include "fastgpt_kernels.h"
 #include "gemm_tile.h"
+#include "half.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define FG_X86 1
@@ -55,27 +56,19 @@ int fg_bgemm_available(void) {
 #ifdef FG_BF16_INTRINSICS
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-/* bfloat16 bits of 16 floats in the low half of each 32-bit lane: round to nearest even by adding
- * 0x7FFF plus the lowest kept bit, NaN to the canonical quiet 0x7FC0 (quant.float32_to_bf16_bits). */
-TARGET_BF16 static inline __m512i bf16_bits_512(__m512 v) {
-    __m512i b = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-    return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
-}
-
 /* One panel: per 32 inputs, each row's 32 bfloat16 (16 pairs, one zmm) are gathered by a 16 x 16
  * transpose of 32-bit words into the 16 rows' pairs j. Zero rows past n_rows, zero inputs past
- * n_in (so that an odd last pair holds (x, 0)). */
+ * n_in (so that an odd last pair holds (x, 0)), and zero pairs from pairs_of(n_in) up to the
+ * panel's n_pairs (AMX's tiles take 16 pairs at a time). */
 TARGET_BF16 static void bgemm_pack_panel(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p,
-                                         uint32_t *dst) {
+                                         ptrdiff_t n_pairs, uint32_t *dst) {
     const ptrdiff_t n0 = p * PANEL, nv = n_rows - n0 < PANEL ? n_rows - n0 : PANEL;
     const __m512i even_words = _mm512_setr_epi32(0x00020000, 0x00060004, 0x000A0008, 0x000E000C, 0x00120010,
                                                  0x00160014, 0x001A0018, 0x001E001C, 0x00220020, 0x00260024,
                                                  0x002A0028, 0x002E002C, 0x00320030, 0x00360034, 0x003A0038,
                                                  0x003E003C);
     for (ptrdiff_t i = 0; i < n_in; i += 32) {
-        ptrdiff_t ni = n_in - i < 32 ? n_in - i : 32, nj = (ni + 1) / 2;
+        ptrdiff_t ni = n_in - i < 32 ? n_in - i : 32, nj = n_pairs - i / 2 < 16 ? n_pairs - i / 2 : 16;
         __mmask16 m0 = (__mmask16)(ni >= 16 ? 0xFFFFu : (1u << ni) - 1u);
         __mmask16 m1 = (__mmask16)(ni >= 32 ? 0xFFFFu : ni > 16 ? (1u << (ni - 16)) - 1u : 0u);
         __m512 r[16], t[16];
@@ -204,14 +197,19 @@ static void gemm_w16_step(const gemm_step *s, void *ctx) {
 
 #endif /* FG_X86 */
 
-void fg_bgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
-                     ptrdiff_t p_end, void *xb__pjc) {
+void fg_bf16_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
+                    ptrdiff_t p_end, ptrdiff_t n_pairs, void *xb__pjc) {
 #ifdef FG_BF16_INTRINSICS
     for (ptrdiff_t p = p_begin; p < p_end; p++)
-        bgemm_pack_panel(x__ni, x_stride, n_rows, n_in, p, (uint32_t *)xb__pjc + p * pairs_of(n_in) * PANEL);
+        bgemm_pack_panel(x__ni, x_stride, n_rows, n_in, p, n_pairs, (uint32_t *)xb__pjc + p * n_pairs * PANEL);
 #else
-    (void)x__ni, (void)x_stride, (void)n_rows, (void)n_in, (void)p_begin, (void)p_end, (void)xb__pjc;
+    (void)x__ni, (void)x_stride, (void)n_rows, (void)n_in, (void)p_begin, (void)p_end, (void)n_pairs, (void)xb__pjc;
 #endif
+}
+
+void fg_bgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t p_begin,
+                     ptrdiff_t p_end, void *xb__pjc) {
+    fg_bf16_pack_x(x__ni, x_stride, n_rows, n_in, p_begin, p_end, pairs_of(n_in), xb__pjc);
 }
 
 void fg_bgemm(const void *xb__pjc, ptrdiff_t n_rows, ptrdiff_t n_in, const uint16_t *w__oi, const float *b__o,

@@ -46,6 +46,8 @@
 #include <string.h>
 
 #include "fastgpt_kernels.h"
+#include "half.h"
+#include "q8_block.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -55,8 +57,6 @@
 #define QG_R 6                                  /* rows of x per microkernel */
 #define QG_G 2                                  /* groups of 16 outputs per microkernel */
 #define QG_BLOCK_BYTES (512 + 64 + 64)          /* one (group, block) of a packed tile */
-/* below this absmax a block of x counts as zero: 127 / absmax stays finite with room to spare */
-#define QG_TINY 0x1p-100f
 
 static ptrdiff_t align64(ptrdiff_t n) { return (n + 63) / 64 * 64; }
 
@@ -71,19 +71,6 @@ ptrdiff_t fg_qgemm_tile_bytes(ptrdiff_t n_in, ptrdiff_t n_o) {
     return (n_o + 15) / 16 * (n_in / FG_Q8_BLOCK) * QG_BLOCK_BYTES;
 }
 
-static inline float f16_to_f32(uint16_t h) {   /* exact for every pattern; as quant.c */
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
-    float f;
-    if (exp == 0x1F) bits = sign | 0x7F800000u | (man << 13);
-    else if (exp != 0) bits = sign | ((exp + 112u) << 23) | (man << 13);
-    else {
-        f = (float)man * 5.9604644775390625e-8f;
-        return sign ? -f : f;
-    }
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /* One block of 32 inputs of x: the int8 values and the scale (see the header). */
 static void quantize_block_ref(const float *x, int8_t q[FG_Q8_BLOCK], float *sx) {
     float m = 0.f;
@@ -92,7 +79,7 @@ static void quantize_block_ref(const float *x, int8_t q[FG_Q8_BLOCK], float *sx)
         finite &= isfinite(x[k]) != 0;
         m = fabsf(x[k]) > m ? fabsf(x[k]) : m;
     }
-    if (!finite || !(m >= QG_TINY)) {
+    if (!finite || !(m >= Q8_TINY)) {
         memset(q, 0, FG_Q8_BLOCK);
         *sx = finite ? 0.f : NAN;
         return;
@@ -137,7 +124,7 @@ int fg_qgemm_available(void) {
 }
 
 #ifdef FG_X86
-#define TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c")))
+#define TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")))
 
 /* Rows [r_begin, r_end) of the packed x (rows past n_rows are padding: u8 128, sx 0). */
 TARGET_VNNI void fg_qgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
@@ -145,7 +132,7 @@ TARGET_VNNI void fg_qgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff
     const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n_pad = fg_qgemm_rows_padded(n_rows);
     uint8_t *xq = (uint8_t *)xbuf;
     float *xsc = (float *)((char *)xbuf + align64(n_pad * n_in));
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+    const __m512i off = _mm512_set1_epi32(128);
     for (ptrdiff_t r = r_begin; r < r_end; r++) {
         if (r >= n_rows) {
             memset(xq + r * n_in, 128, (size_t)n_in);
@@ -153,21 +140,11 @@ TARGET_VNNI void fg_qgemm_pack_x(const float *x__ni, ptrdiff_t x_stride, ptrdiff
             continue;
         }
         for (ptrdiff_t b = 0; b < n_b; b++) {
-            const float *xb = x__ni + r * x_stride + b * FG_Q8_BLOCK;
-            __m512 a = _mm512_loadu_ps(xb), c = _mm512_loadu_ps(xb + 16);
-            __m512 m2 = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c));
-            float m = _mm512_reduce_max_ps(m2);
-            /* x - x is 0 for finite x and NaN for NaN and inf: one test for both */
-            __mmask16 bad = _mm512_cmp_ps_mask(_mm512_sub_ps(a, a), _mm512_sub_ps(c, c), _CMP_UNORD_Q);
-            float sx = bad ? __builtin_nanf("") : m >= QG_TINY ? m / 127.f : 0.f;
-            __m512 inv = _mm512_set1_ps(!bad && m >= QG_TINY ? 127.f / m : 0.f);
-            __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qc = _mm512_cvtps_epi32(_mm512_mul_ps(c, inv));
-            qa = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(qa, lo), hi), off);
-            qc = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(qc, lo), hi), off);
-            if (bad) qa = qc = off;   /* NaN * 0 is NaN: its conversion is not 0 */
-            _mm_storeu_si128((__m128i *)(xq + r * n_in + b * FG_Q8_BLOCK), _mm512_cvtepi32_epi8(qa));
-            _mm_storeu_si128((__m128i *)(xq + r * n_in + b * FG_Q8_BLOCK + 16), _mm512_cvtepi32_epi8(qc));
-            xsc[r * n_b + b] = sx;
+            __m512i q_lo, q_hi;
+            xsc[r * n_b + b] = q8_round_block(x__ni + r * x_stride + b * FG_Q8_BLOCK, &q_lo, &q_hi);
+            _mm_storeu_si128((__m128i *)(xq + r * n_in + b * FG_Q8_BLOCK), _mm512_cvtepi32_epi8(_mm512_add_epi32(q_lo, off)));
+            _mm_storeu_si128((__m128i *)(xq + r * n_in + b * FG_Q8_BLOCK + 16),
+                             _mm512_cvtepi32_epi8(_mm512_add_epi32(q_hi, off)));
         }
     }
 }

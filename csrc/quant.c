@@ -1,28 +1,26 @@
-/* Quantized weights (bfloat16, float16, int8 blocks): fused dequantize-and-dot for decoding,
- * and dequantization of row tiles for the prefill GEMM. fastgpt/quant.py is the spec.
+/* Quantized weights (bfloat16, float16, int8 blocks): the dispatch of the skinny products (decode,
+ * short prompts), their int8 loop for AVX512-VNNI without AMX, the AVX2 and scalar fallbacks, and
+ * dequantization of row tiles for the prefill GEMM. fastgpt/quant.py is the spec.
  *
  * Dimension legend: n rows of x and y (tokens), i input width, o output rows of w,
  * b blocks of 32 inputs (int8 scales).
  *
- * Design. Decode reads every weight once per token, so these kernels exist to read fewer
- * bytes: a weight becomes float32 in registers right after its load and meets float32
- * activations in an FMA; no float32 copy of w is ever written. The row structure is
- * simd_dot.c's: one weight row at a time, front to back (a thread's band is one stream for the
- * hardware prefetcher), each weight vector loaded once and used by every input row (up to 8),
- * two FMA chains, a software prefetch ahead in the stream, and one transpose-and-add reduction
- * per 8 rows. x is prepared once per product (see "prepared x" below) so that the per-weight
- * work stays well under what one core can do at DRAM speed.
+ * Which kernel multiplies (fg_qlinear_rows), by level (fg_quant_level):
+ * - FG_AMX: int8 and bfloat16 on AMX tiles (csrc/amx.c), float16 by csrc/skinny.c;
+ * - FG_AVX512: 16-bit w by csrc/skinny.c (widened exactly), int8 by the VNNI loop below;
+ * - FG_AVX2: one row of w at a time against up to 4 rows of x (below); scalar: *_ref.
+ * Whatever the level, each output's summation order depends on n_in only, so a row of x gives the
+ * same bits alone or among others (the serving engine's batches rely on it).
  *
- * Accuracy against quant.py's "dequantize, then float32 matmul": bfloat16 and float16 are
- * widened exactly, so only the summation order differs (NMSE ~1e-13). int8 decodes as llama.cpp's
- * q8_0 does: x is rounded to int8 per block of 32 (below) so that AVX512-VNNI's vpdpbusd
- * multiplies 64 weights per instruction; this adds an NMSE of ~2e-5 on Gaussian x (about the
- * int8 weights' own error) and made the loop 1.8x faster in cache (58 vs 32 GB/s on one core;
- * x rounded to int16 with vpmaddwd, the earlier path, was slower than DRAM on one core).
- * quant.linear_ref_int8_activations is the spec of this arithmetic (shared with qgemm.c).
- * Not used here: AVX512_BF16's vdpbf16ps (x rounded to bfloat16 would add to the error of bfloat16
- * weights for no gain: the bfloat16 loop already runs at ~70 GB/s from cache, above DRAM speed).
- * Prefill, which is compute-bound, does use it (csrc/hgemm.c).
+ * The int8 VNNI loop reads every weight once per call: one weight row at a time, front to back (a
+ * thread's band is one stream for the hardware prefetcher), each weight line used by every input
+ * row (up to 8 per pass; each group of 8 weight rows meets the chunks of 8 input rows while in L1),
+ * two chains, a software prefetch ahead in the stream, one transpose-and-add reduction per 8 rows.
+ * x is rounded to int8 per block of 32 once per product (as llama.cpp's q8_0) so that vpdpbusd
+ * multiplies 64 weights per instruction; this adds an NMSE of ~2e-5 on Gaussian x (about the int8
+ * weights' own error) and made the loop 1.8x faster in cache (58 vs 32 GB/s on one core; x rounded
+ * to int16 with vpmaddwd, the earlier path, was slower than DRAM on one core).
+ * quant.linear_ref_int8_activations is the spec of this arithmetic (shared with qgemm.c and amx.c).
  *
  * Non-goals: no threads (the Cython wrapper runs a prange over row blocks), no allocation,
  * no fast-math. Int8 needs n_in % 32 == 0 (checked in Python).
@@ -31,6 +29,8 @@
 #include <string.h>
 
 #include "fastgpt_kernels.h"
+#include "half.h"
+#include "q8_block.h"
 #include "reduce_avx512.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -55,6 +55,7 @@ int fg_quant_level(void) {
     /* the AVX-512 loops use AVX512BW/VL (int16 multiply-adds, masked 16-bit loads) */
     if (level >= FG_AVX512 && !(__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")))
         level = FG_AVX2;
+    if (level >= FG_AVX512 && fg_amx_available()) level = FG_AMX;
 #endif
     return level;
 }
@@ -68,24 +69,7 @@ int fg_q8_activations(int level) {
 #endif
 }
 
-/* -- portable element conversions (the reference) ------------------------------------------- */
-static inline float bits_to_f32(uint32_t bits) {
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
-
-/* IEEE half -> float, exact for every pattern (subnormals, inf, NaN payloads). */
-static inline float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
-    if (exp == 0x1F) return bits_to_f32(sign | 0x7F800000u | (man << 13));
-    if (exp != 0) return bits_to_f32(sign | ((exp + 112u) << 23) | (man << 13));
-    float mag = (float)man * 5.9604644775390625e-8f; /* man * 2^-24: exact */
-    return sign ? -mag : mag;
-}
-
+/* -- portable element access (the reference) ---------------------------------------------- */
 static inline float qvalue(const void *w, const uint16_t *s, int fmt, ptrdiff_t n_in, ptrdiff_t o, ptrdiff_t i) {
     if (fmt == FG_Q_BF16) return bf16_to_f32(((const uint16_t *)w)[o * n_in + i]);
     if (fmt == FG_Q_F16) return f16_to_f32(((const uint16_t *)w)[o * n_in + i]);
@@ -110,7 +94,7 @@ void fg_qlinear_rows_ref(const void *w, const uint16_t *s, int fmt, const float 
 
 #ifdef FG_X86
 /* ---- AVX-512 ------------------------------------------------------------------------------ */
-#define TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+#define TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c")))
 
 /* acc += per 32-bit lane, the dot of 4 unsigned bytes of u with 4 signed bytes of s (vpdpbusd).
  * In assembly so that the AVX-512 functions need no "avx512vnni" target: only the int8 path,
@@ -128,57 +112,26 @@ TARGET_512 __attribute__((always_inline)) static inline __m512 load16_512(const 
     return _mm512_mul_ps(q, _mm512_set1_ps(*scale)); /* the broadcast folds into vmulps' memory operand */
 }
 
-/* The same for the last n < 16 weights of a 16-bit row (int8 rows have no tail): through a
- * zeroed buffer, so nothing past the row is read. */
-TARGET_512 static inline __m512 load_tail_512(const void *w, ptrdiff_t k, ptrdiff_t n, const int FMT) {
-    uint16_t buf[16] = {0};
-    memcpy(buf, (const uint16_t *)w + k, (size_t)n * sizeof(uint16_t));
-    return load16_512(buf, 0, FMT, NULL);
-}
-
 /* -- prepared x -----------------------------------------------------------------------------
- * The AVX-512 loops read x in a form prepared once per product (fg_qprep_x), so that the
- * per-weight work is as small as possible (at DRAM speed one core has only ~8 cycles per 64-byte
- * line; the plain widening loops measured ~1.6x slower than these in cache):
- * - bfloat16: a 64-byte line of w holds 32 weights; `v << 16` puts the even ones and `v & 0xFFFF0000`
- *   the odd ones in float32 lanes, exactly (1 op per 16 weights instead of a widening shuffle and
- *   a shift). x is stored per chunk of 32 as [x0, x2, .., x30, x1, x3, .., x31] to match. Exact.
- * - int8: each block of 32 inputs of x is rounded to int8 (prep_i8_512), to meet w in vpdpbusd.
- * - float16: x is used as is (vcvtph2ps widens 16 weights in one op).
- * Layouts, rows of the product r < n_rows:
- *   bfloat16: float xp[r][n32], n32 = n_in rounded down to 32 (the rest of a row uses x itself).
- *   int8:     int8 xq[r][n64], then float sx[r][n16], then float cx[r][n16] (each at a 64-byte
- *             boundary; n64, n16: inputs and blocks rounded up to 64 and 16, zero-padded). */
+ * The int8 loop reads x prepared once per product (fg_qprep_x_rows): each block of 32 inputs rounded
+ * to int8 (prep_i8_512), to meet w in vpdpbusd. Layout, rows of the product r < n_rows: int8
+ * xq[r][n64], then float sx[r][n16], then float cx[r][n16] (each at a 64-byte boundary; n64, n16:
+ * inputs and blocks rounded up to 64 and 16, zero-padded). On AMX (level FG_AMX) the layout is
+ * csrc/amx.c's. */
 static ptrdiff_t align64(ptrdiff_t n) { return (n + 63) / 64 * 64; }
 static ptrdiff_t i8_padded_inputs(ptrdiff_t n_in) { return (n_in + 63) / 64 * 64; }
 static ptrdiff_t i8_padded_blocks(ptrdiff_t n_in) { return (n_in / FG_Q8_BLOCK + 15) / 16 * 16; }
 
 
 ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level) {
+    if (level >= FG_AMX) return fg_amx_prep_bytes(fmt, n_rows, n_in);
     if (level < FG_AVX512) return 0;
-    if (fmt == FG_Q_BF16) return align64(n_rows * (n_in / 32 * 32) * (ptrdiff_t)sizeof(float));
     if (fmt == FG_Q_I8 && has_vnni())
         return align64(n_rows * i8_padded_inputs(n_in)) + 2 * align64(n_rows * i8_padded_blocks(n_in) * (ptrdiff_t)sizeof(float));
     return 0;
 }
 
-TARGET_512 static void prep_bf16_512(const float *x, ptrdiff_t xs, ptrdiff_t r_begin, ptrdiff_t r_end, ptrdiff_t n_in,
-                                     float *xp) {
-    const ptrdiff_t n32 = n_in / 32 * 32;
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for (ptrdiff_t r = r_begin; r < r_end; r++)
-        for (ptrdiff_t k = 0; k < n32; k += 32) {
-            __m512 a = _mm512_loadu_ps(x + r * xs + k), b = _mm512_loadu_ps(x + r * xs + k + 16);
-            _mm512_storeu_ps(xp + r * n32 + k, _mm512_permutex2var_ps(a, even, b));
-            _mm512_storeu_ps(xp + r * n32 + k + 16, _mm512_permutex2var_ps(a, odd, b));
-        }
-}
-
-/* int8 x for vpdpbusd: each block of 32 inputs rounded to int8 exactly as
- * quant.quantize_activations_int8 (the spec, shared with the prefill GEMM of qgemm.c):
- * q = rint(x * (127 / absmax)), sx = absmax / 127; a block with absmax < 2^-100 is zero; a block
- * holding NaN or inf gets q = 0 and sx = NaN, which makes every output of its row NaN. Also
+/* int8 x for vpdpbusd: each block of 32 inputs rounded to int8 (q8_round_block), with
  * cx = 128 * sx * sum(q), the offset correction (see qrow_512). Rows are padded with zeros to
  * n64 inputs and n16 blocks so that the kernel's loads stay whole. */
 TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t r_begin, ptrdiff_t r_end, ptrdiff_t n_in,
@@ -188,24 +141,12 @@ TARGET_512 static void prep_i8_512(const float *x, ptrdiff_t xs, ptrdiff_t r_beg
         memset(xq + r * n64, 0, (size_t)n64);
         for (ptrdiff_t b = n_b; b < n16; b++) sx[r * n16 + b] = cx[r * n16 + b] = 0.f;
         for (ptrdiff_t b = 0; b < n_b; b++) {
-            const float *xb = x + r * xs + b * FG_Q8_BLOCK;
-            __m512 lo = _mm512_loadu_ps(xb), hi = _mm512_loadu_ps(xb + 16);
-            float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-            int finite = !(_mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(hi, hi, _CMP_UNORD_Q)) &&
-                         m <= 3.4028235e38f;
-            float d = 0.f, qsum = 0.f;
-            if (!finite) d = __builtin_nanf("");
-            else if (m >= 0x1p-100f) {
-                __m512 inv = _mm512_set1_ps(127.f / m);
-                /* rint (the default rounding mode); |q| <= 127 by construction, saturation is a guard */
-                __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv)), qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
-                _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK), _mm512_cvtsepi32_epi8(qlo));
-                _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK + 16), _mm512_cvtsepi32_epi8(qhi));
-                d = m / 127.f;
-                qsum = (float)_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
-            }
+            __m512i q_lo, q_hi;
+            float d = q8_round_block(x + r * xs + b * FG_Q8_BLOCK, &q_lo, &q_hi);
+            _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK), _mm512_cvtepi32_epi8(q_lo));
+            _mm_storeu_si128((__m128i *)(xq + r * n64 + b * FG_Q8_BLOCK + 16), _mm512_cvtepi32_epi8(q_hi));
             sx[r * n16 + b] = d;
-            cx[r * n16 + b] = 128.f * d * qsum;
+            cx[r * n16 + b] = 128.f * d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q_lo, q_hi));
         }
     }
 }
@@ -222,8 +163,11 @@ static void i8_prep_parts(const void *prep, ptrdiff_t n_rows, ptrdiff_t n_in, co
 
 void fg_qprep_x_rows(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t r_begin,
                      ptrdiff_t r_end, void *prep, int level) {
+    if (level >= FG_AMX) {
+        fg_amx_prep_x_rows(fmt, x, xs, n_rows, n_in, r_begin, r_end, prep);
+        return;
+    }
     if (level < FG_AVX512) return;
-    if (fmt == FG_Q_BF16) prep_bf16_512(x, xs, r_begin, r_end, n_in, (float *)prep);
     if (fmt == FG_Q_I8 && has_vnni()) {
         const int8_t *xq;
         const float *sx, *cx;
@@ -232,9 +176,6 @@ void fg_qprep_x_rows(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, pt
     }
 }
 
-void fg_qprep_x(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, void *prep, int level) {
-    fg_qprep_x_rows(fmt, x, xs, n_rows, n_in, 0, n_rows, prep, level);
-}
 
 #define QMAX_ROWS 8
 /* Bytes ahead in the weight stream that the loops prefetch (as simd_dot.c). Decoding GPT-2's 49
@@ -250,113 +191,67 @@ void fg_qprep_x(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff
  * arithmetic beyond an array is undefined even if never dereferenced. */
 static inline const char *qahead(const char *p, ptrdiff_t k) { return (const char *)((uintptr_t)p + (uintptr_t)k); }
 
-/* One weight row (wr, its int8 scales sr) against NR input rows: part[r] = per-lane partial sums
- * of the row's dot with input row r (two chains: even and odd 32-weight steps, added at the
- * end). A thread reads its band of rows front to back as one stream, which the hardware
- * prefetcher follows at ~100% of read_sum (simd_dot.c measured why not tiles of 8 rows).
- * x: the rows as given; xp / xq, sx, cx: prepared (see above), row strides n32 / n64, n16. */
+/* One int8 weight row (wr, its scales sr) against NR input rows: part[r] = per-lane partial sums
+ * of the row's dot with input row r (two chains: even and odd 64-weight steps, added at the end).
+ * A thread reads its band of rows front to back as one stream, which the hardware prefetcher
+ * follows at ~100% of read_sum (8 rows read side by side, 8 streams, reached 70-89%).
+ * x rounded to int8 per block (prep_i8_512) meets w in vpdpbusd, which multiplies unsigned by
+ * signed bytes: w is offset to unsigned (w ^ 0x80 = w + 128) and the offset's share, 128 * sum(xq)
+ * per block, is taken back out once per row through cx (below). One 64-byte line of w is two
+ * blocks: lanes 0-7 sum block 2L, lanes 8-15 block 2L+1; the int32 sums become float32 and meet
+ * the blocks' scales (sw * sx, expanded to those lanes by one permute) in one FMA. Exact integers
+ * up to there: |sum| < 2^24. xq, sx, cx: prepared (see above), row strides n64, n16. */
 TARGET_512 __attribute__((always_inline)) static inline void
-qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const float *x, ptrdiff_t xs, const float *xp,
-         const int8_t *xq, const float *sx, const float *cx, __m512 part[QMAX_ROWS], const int FMT, const int NR) {
-    const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n32 = n_in / 32 * 32;
-    __m512 a0[QMAX_ROWS], a1[QMAX_ROWS];
-    for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
-    ptrdiff_t k = 0;
-    if (FMT == FG_Q_BF16) {
-        const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
-        for (; k + 32 <= n32; k += 32) {
-            QPREFETCH(qahead(wr, k * 2 + QPF));
-            __m512i v = _mm512_loadu_si512(wr + k * 2);
-            __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-            __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-            for (int r = 0; r < NR; r++) {
-                a0[r] = _mm512_fmadd_ps(we, _mm512_loadu_ps(xp + r * n32 + k), a0[r]);
-                a1[r] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(xp + r * n32 + k + 16), a1[r]);
-            }
+qrow_512(const char *wr, const uint16_t *sr, ptrdiff_t n_in, const int8_t *xq, const float *sx, const float *cx,
+         __m512 part[QMAX_ROWS], const int NR) {
+    const ptrdiff_t n_b = n_in / FG_Q8_BLOCK, n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
+    const __m512i offset = _mm512_set1_epi8((char)0x80);
+    const __m512i lanes_of_block = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512 a0[QMAX_ROWS], a1[QMAX_ROWS], corr[QMAX_ROWS];
+    for (int r = 0; r < NR; r++) a0[r] = a1[r] = corr[r] = _mm512_setzero_ps();
+    for (ptrdiff_t g = 0; g < n_b; g += 16) { /* 16 blocks: 8 lines */
+        ptrdiff_t nbg = n_b - g < 16 ? n_b - g : 16;
+        __mmask16 m = (__mmask16)((1u << nbg) - 1u);
+        /* the scales are a second stream, 1/16 the bytes of w: prefetched as far ahead as w.
+         * A group's 32 bytes are less than a line, so every line of scales gets one. */
+        QPREFETCH(qahead((const char *)(sr + g), QPF / 16));
+        __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sr + g)), cs[QMAX_ROWS];
+        for (int r = 0; r < NR; r++) {
+            cs[r] = _mm512_mul_ps(ws, _mm512_loadu_ps(sx + r * n16 + g));
+            corr[r] = _mm512_fmadd_ps(ws, _mm512_loadu_ps(cx + r * n16 + g), corr[r]);
         }
-    } else if (FMT == FG_Q_F16) {
-        for (; k + 32 <= n_in; k += 32) {
-            QPREFETCH(qahead(wr, k * 2 + QPF));
-            __m512 w0 = load16_512(wr, k, FG_Q_F16, NULL), w1 = load16_512(wr, k + 16, FG_Q_F16, NULL);
-            /* keep w in registers: otherwise GCC redoes the load and widening per row */
-            if (NR > 1) __asm__("" : "+v"(w0), "+v"(w1));
+        __m512i idx = lanes_of_block;
+        for (ptrdiff_t L = 0; L < (nbg + 1) / 2; L++) {
+            ptrdiff_t kk = (g + 2 * L) * FG_Q8_BLOCK;
+            QPREFETCH(qahead(wr, kk + QPF));
+            __m512i wv = kk + 64 <= n_in ? _mm512_loadu_si512(wr + kk)
+                                         : _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFFull, wr + kk);
+            __m512i wu = _mm512_xor_si512(wv, offset);
             for (int r = 0; r < NR; r++) {
-                a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * xs + k), a0[r]);
-                a1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + r * xs + k + 16), a1[r]);
+                __m512i dot = _mm512_setzero_si512();
+                DPBUSD(dot, wu, *(const __m512i *)(xq + r * n64 + kk));
+                __m512 sc = _mm512_permutexvar_ps(idx, cs[r]);
+                if (L & 1) a1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, a1[r]);
+                else a0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, a0[r]);
             }
+            idx = _mm512_add_epi32(idx, _mm512_set1_epi32(2));
         }
-    } else {
-        /* int8: x rounded to int8 per block (prep_i8_512). vpdpbusd multiplies unsigned by signed
-         * bytes, so w is offset to unsigned (w ^ 0x80 = w + 128) and the offset's share,
-         * 128 * sum(xq) per block, is taken back out once per row through cx (below). One
-         * 64-byte line of w is two blocks: lanes 0-7 sum block 2L, lanes 8-15 block 2L+1; the
-         * int32 sums become float32 and meet the blocks' scales (sw * sx, expanded to those
-         * lanes by one permute) in one FMA. Exact integers up to there: |sum| < 2^24. */
-        const ptrdiff_t n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
-        const __m512i offset = _mm512_set1_epi8((char)0x80);
-        const __m512i lanes_of_block = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        __m512 corr[QMAX_ROWS];
-        for (int r = 0; r < NR; r++) corr[r] = _mm512_setzero_ps();
-        for (ptrdiff_t g = 0; g < n_b; g += 16) { /* 16 blocks: 8 lines */
-            ptrdiff_t nbg = n_b - g < 16 ? n_b - g : 16;
-            __mmask16 m = (__mmask16)((1u << nbg) - 1u);
-            /* the scales are a second stream, 1/16 the bytes of w: prefetched as far ahead as w.
-             * A group's 32 bytes are less than a line, so every line of scales gets one. */
-            QPREFETCH(qahead((const char *)(sr + g), QPF / 16));
-            __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, sr + g)), cs[QMAX_ROWS];
-            for (int r = 0; r < NR; r++) {
-                cs[r] = _mm512_mul_ps(ws, _mm512_loadu_ps(sx + r * n16 + g));
-                corr[r] = _mm512_fmadd_ps(ws, _mm512_loadu_ps(cx + r * n16 + g), corr[r]);
-            }
-            __m512i idx = lanes_of_block;
-            for (ptrdiff_t L = 0; L < (nbg + 1) / 2; L++) {
-                ptrdiff_t kk = (g + 2 * L) * FG_Q8_BLOCK;
-                QPREFETCH(qahead(wr, kk + QPF));
-                __m512i wv = kk + 64 <= n_in ? _mm512_loadu_si512(wr + kk)
-                                             : _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFFull, wr + kk);
-                __m512i wu = _mm512_xor_si512(wv, offset);
-                for (int r = 0; r < NR; r++) {
-                    __m512i dot = _mm512_setzero_si512();
-                    DPBUSD(dot, wu, *(const __m512i *)(xq + r * n64 + kk));
-                    __m512 sc = _mm512_permutexvar_ps(idx, cs[r]);
-                    if (L & 1) a1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, a1[r]);
-                    else a0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, a0[r]);
-                }
-                idx = _mm512_add_epi32(idx, _mm512_set1_epi32(2));
-            }
-        }
-        for (int r = 0; r < NR; r++) a1[r] = _mm512_sub_ps(a1[r], corr[r]);
-        k = n_in;
     }
-    /* 16-bit rows: the last n_in % 32 weights, 16 at a time, then masked (int8 has no tail) */
-    for (; k + 16 <= n_in; k += 16) {
-        __m512 wv = load16_512(wr, k, FMT, NULL);
-        for (int r = 0; r < NR; r++) a0[r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + r * xs + k), a0[r]);
-    }
-    if (k < n_in) {
-        __mmask16 m = (__mmask16)((1u << (n_in - k)) - 1u);
-        __m512 wv = load_tail_512(wr, k, n_in - k, FMT);
-        for (int r = 0; r < NR; r++) a1[r] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + r * xs + k), a1[r]);
-    }
-    for (int r = 0; r < NR; r++) part[r] = _mm512_add_ps(a0[r], a1[r]);
+    for (int r = 0; r < NR; r++) part[r] = _mm512_add_ps(a0[r], _mm512_sub_ps(a1[r], corr[r]));
 }
 
 /* Rows o in [o_begin, o_end) of y against NR input rows: groups of 8 weight rows, each row
  * streamed once (qrow_512), the group's 8 sums per input row reduced by one transpose-and-add
  * tree, so that y[r, o] has one summation order whatever NR, the band or the thread split. */
 TARGET_512 __attribute__((always_inline)) static inline void
-qrows_512(const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, const float *x,
-          ptrdiff_t xs, const float *xp, const int8_t *xq, const float *sx, const float *cx, const float *bias,
-          float *y, ptrdiff_t ys, const int FMT, const int NR) {
-    const int esize = FMT == FG_Q_I8 ? 1 : 2;
+qrows_512(const int8_t *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, const int8_t *xq,
+          const float *sx, const float *cx, const float *bias, float *y, ptrdiff_t ys, const int NR) {
     const ptrdiff_t n_b = n_in / FG_Q8_BLOCK;
     __m512 part[8][QMAX_ROWS], sums[QMAX_ROWS][8];
     for (ptrdiff_t g = o_begin; g < o_end; g += 8) {
         ptrdiff_t n_o = o_end - g < 8 ? o_end - g : 8;
         for (ptrdiff_t j = 0; j < 8; j++) {
-            if (j < n_o)
-                qrow_512((const char *)w + (g + j) * n_in * esize, FMT == FG_Q_I8 ? s + (g + j) * n_b : NULL, n_in, x,
-                         xs, xp, xq, sx, cx, part[j], FMT, NR);
+            if (j < n_o) qrow_512((const char *)(w + (g + j) * n_in), s + (g + j) * n_b, n_in, xq, sx, cx, part[j], NR);
             for (int r = 0; r < NR; r++) sums[r][j] = j < n_o ? part[j][r] : _mm512_setzero_ps();
         }
         __mmask16 keep = (__mmask16)((1u << n_o) - 1u);
@@ -366,48 +261,34 @@ qrows_512(const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o_begin, p
     }
 }
 
-typedef void (*qrows_fn)(const void *, const uint16_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
-                         const float *, const int8_t *, const float *, const float *, const float *, float *,
-                         ptrdiff_t);
+typedef void (*qrows_fn)(const int8_t *, const uint16_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const int8_t *,
+                         const float *, const float *, const float *, float *, ptrdiff_t);
 
-/* One instance per (format, NR) so that each loop unrolls and stays in registers. */
-#define QROWS_FN(FMT, NR)                                                                                         \
-    TARGET_512 static void qrows_##FMT##_##NR(const void *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o0,      \
-                                             ptrdiff_t o1, const float *x, ptrdiff_t xs, const float *xp,        \
-                                             const int8_t *xq, const float *sx, const float *cx,                 \
-                                             const float *bias, float *y, ptrdiff_t ys) {                        \
-        qrows_512(w, s, n_in, o0, o1, x, xs, xp, xq, sx, cx, bias, y, ys, FMT, NR);                               \
+/* One instance per NR so that each loop unrolls and stays in registers. */
+#define QROWS_FN(NR)                                                                                              \
+    TARGET_512 static void qrows_##NR(const int8_t *w, const uint16_t *s, ptrdiff_t n_in, ptrdiff_t o0,           \
+                                      ptrdiff_t o1, const int8_t *xq, const float *sx, const float *cx,           \
+                                      const float *bias, float *y, ptrdiff_t ys) {                                \
+        qrows_512(w, s, n_in, o0, o1, xq, sx, cx, bias, y, ys, NR);                                               \
     }
-#define QROWS_FNS(FMT)                                                                                            \
-    QROWS_FN(FMT, 1) QROWS_FN(FMT, 2) QROWS_FN(FMT, 3) QROWS_FN(FMT, 4) QROWS_FN(FMT, 5) QROWS_FN(FMT, 6)         \
-    QROWS_FN(FMT, 7) QROWS_FN(FMT, 8)                                                                             \
-    static const qrows_fn QROWS_##FMT[QMAX_ROWS + 1] = {NULL,            qrows_##FMT##_1, qrows_##FMT##_2,       \
-                                                        qrows_##FMT##_3, qrows_##FMT##_4, qrows_##FMT##_5,       \
-                                                        qrows_##FMT##_6, qrows_##FMT##_7, qrows_##FMT##_8};
-/* FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_Q_I8 = 2: literal so that the names paste */
-QROWS_FNS(0)
-QROWS_FNS(1)
-QROWS_FNS(2)
-static const qrows_fn *const QROWS[3] = {QROWS_0, QROWS_1, QROWS_2};
+QROWS_FN(1) QROWS_FN(2) QROWS_FN(3) QROWS_FN(4) QROWS_FN(5) QROWS_FN(6) QROWS_FN(7) QROWS_FN(8)
+static const qrows_fn QROWS[QMAX_ROWS + 1] = {NULL,    qrows_1, qrows_2, qrows_3, qrows_4,
+                                              qrows_5, qrows_6, qrows_7, qrows_8};
 
-/* Rows o in [o_begin, o_end): the input rows in chunks of at most 8, each one pass over the band. */
-static void qlinear_rows_512(const void *w, const uint16_t *s, int fmt, const float *bias, const float *x,
-                             ptrdiff_t xs, const void *prep, float *y, ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in,
-                             ptrdiff_t o_begin, ptrdiff_t o_end) {
-    const ptrdiff_t n32 = n_in / 32 * 32, n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
-    const float *xp = fmt == FG_Q_BF16 ? (const float *)prep : NULL;
-    const int8_t *xq = NULL;
-    const float *sx = NULL, *cx = NULL;
-    if (fmt == FG_Q_I8) i8_prep_parts(prep, n_rows, n_in, &xq, &sx, &cx);
-    /* More than 8 input rows: each group of 8 weight rows meets every chunk of 8 input rows while
-     * it is in L1, so w still streams from memory once. */
+/* int8 rows o in [o_begin, o_end): more than 8 input rows meet each group of 8 weight rows in
+ * chunks of 8 while it is in L1, so w still streams from memory once. */
+static void qlinear_rows_512(const int8_t *w, const uint16_t *s, const float *bias, const void *prep, float *y,
+                             ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end) {
+    const ptrdiff_t n64 = i8_padded_inputs(n_in), n16 = i8_padded_blocks(n_in);
+    const int8_t *xq;
+    const float *sx, *cx;
+    i8_prep_parts(prep, n_rows, n_in, &xq, &sx, &cx);
     ptrdiff_t step = n_rows > QMAX_ROWS ? 8 : o_end - o_begin;
     for (ptrdiff_t g = o_begin; g < o_end; g += step) {
         ptrdiff_t g_end = o_end - g < step ? o_end : g + step;
         for (ptrdiff_t r = 0; r < n_rows; r += QMAX_ROWS) {
             int nr = n_rows - r < QMAX_ROWS ? (int)(n_rows - r) : QMAX_ROWS;
-            QROWS[fmt][nr](w, s, n_in, g, g_end, x + r * xs, xs, xp ? xp + r * n32 : NULL, xq ? xq + r * n64 : NULL,
-                           sx ? sx + r * n16 : NULL, cx ? cx + r * n16 : NULL, bias, y + r * ys, ys);
+            QROWS[nr](w, s, n_in, g, g_end, xq + r * n64, sx + r * n16, cx + r * n16, bias, y + r * ys, ys);
         }
     }
 }
@@ -436,7 +317,8 @@ TARGET_512 static void dequantize_rows_512(const void *w, const uint16_t *s, int
     }
 }
 
-/* ---- AVX2 + FMA + F16C: one weight row at a time, up to 4 input rows, two chains each ------- */
+/* ---- AVX2 + FMA + F16C: one weight row at a time (read once per call) against up to 4 input rows
+ * at a time, two chains each ---- */
 #define TARGET_256 __attribute__((target("avx2,fma,f16c")))
 
 TARGET_256 __attribute__((always_inline)) static inline __m256 load8_256(const void *w, ptrdiff_t k, int fmt, float scale) {
@@ -460,11 +342,11 @@ TARGET_256 static void qlinear_rows_256(const void *w, const uint16_t *s, int fm
                                         ptrdiff_t o_begin, ptrdiff_t o_end) {
     const int esize = fmt == FG_Q_I8 ? 1 : 2;
     const ptrdiff_t n_b = n_in / FG_Q8_BLOCK;
-    for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
-        int nr = n_rows - r0 < 4 ? (int)(n_rows - r0) : 4;
-        const float *xr = x + r0 * xs;
-        for (ptrdiff_t o = o_begin; o < o_end; o++) {
-            const char *wo = (const char *)w + o * n_in * esize;
+    for (ptrdiff_t o = o_begin; o < o_end; o++) {
+        const char *wo = (const char *)w + o * n_in * esize;
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
+            int nr = n_rows - r0 < 4 ? (int)(n_rows - r0) : 4;
+            const float *xr = x + r0 * xs;
             __m256 a0[4], a1[4];
             for (int r = 0; r < 4; r++) a0[r] = a1[r] = _mm256_setzero_ps();
             ptrdiff_t k = 0;
@@ -505,8 +387,16 @@ void fg_qlinear_rows(const void *w, const uint16_t *s, int fmt, const float *bia
                      ptrdiff_t o_end, int level) {
     if (n_rows <= 0 || o_end <= o_begin) return;
 #ifdef FG_X86
-    if (level >= FG_AVX512 && (fmt != FG_Q_I8 || has_vnni())) {
-        qlinear_rows_512(w, s, fmt, bias, x, xs, prep, y, ys, n_rows, n_in, o_begin, o_end);
+    if (level >= FG_AMX && fmt != FG_Q_F16) {
+        fg_amx_rows(w, s, fmt, bias, prep, y, ys, n_rows, n_in, o_begin, o_end);
+        return;
+    }
+    if (level >= FG_AVX512 && fmt != FG_Q_I8) {
+        fg_skinny_w16(w, fmt, bias, x, xs, y, ys, n_rows, n_in, o_begin, o_end, level);
+        return;
+    }
+    if (level >= FG_AVX512 && has_vnni()) {
+        qlinear_rows_512(w, s, bias, prep, y, ys, n_rows, n_in, o_begin, o_end);
         return;
     }
     if (level >= FG_AVX2) {

@@ -1,5 +1,5 @@
 /* The transpose-and-add reduction of the AVX-512 dot-product kernels (simd_dot.c, quant.c,
- * hdot.c), shared so that every one of them sums a row's 16 lanes in the same order. */
+ * skinny.c), shared so that every one of them sums a row's 16 lanes in the same order. */
 #ifndef FASTGPT_REDUCE_AVX512_H
 #define FASTGPT_REDUCE_AVX512_H
 

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from .quant import bf16_bits_to_float32, float32_to_bf16_bits
+
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -115,11 +117,23 @@ def attention_mask(start, pos, T, L):
     return (causal[None] & visible)[:, None]                   # (B, 1, T, L)
 
 
+def to_cache(x, cache_dtype):
+    # float32 x as the KV cache holds it: float32, float16 (rounded to nearest even) or bfloat16
+    # bits in uint16 (rounded to nearest even; fastgpt.kv_cache.KV_DTYPES).
+    return float32_to_bf16_bits(x) if cache_dtype == np.uint16 else x.astype(cache_dtype)
+
+
+def from_cache(c):
+    # Cached keys or values as float32: 16-bit ones widened (exactly).
+    return bf16_bits_to_float32(c) if c.dtype == np.uint16 else c.astype(np.float32, copy=False)
+
+
 def attention(qkv, k_cache, v_cache, rows, start, slots, out, visible=None, head_scale=None, probs=None):
     # qkv: (B, T, 3C) the new queries, keys and values of B rows; k_cache, v_cache: (R, H, S, D),
-    # one layer's cache of R >= B rows; rows: (B,) the cache row of each; start: (R,) first real
-    # slot per cache row; slots: (B,) each row's first new slot; out: (B, T, H, D).
-    # Appends each row's keys and values at its slots, then attends over its visible slots.
+    # one layer's cache of R >= B rows (float32 or 16-bit: see to_cache); rows: (B,) the cache row
+    # of each; start: (R,) first real slot per cache row; slots: (B,) each row's first new slot;
+    # out: (B, T, H, D). Appends each row's keys and values at its slots, then attends over its
+    # visible slots.
     # What the kernels leave to this reference (rows of one length L = slots + T):
     # visible: (B, T, L) bool, which slots each query sees, instead of causal-from-start (a
     # query that sees none gets zero output); head_scale: (H,) multiplies each head's
@@ -130,10 +144,11 @@ def attention(qkv, k_cache, v_cache, rows, start, slots, out, visible=None, head
     for i, r in enumerate(rows):
         pos = int(slots[i])
         L = pos + T
-        k_cache[r, :, pos:L] = qkv[i, :, 1].transpose(1, 0, 2)        # (H, T, D)
-        v_cache[r, :, pos:L] = qkv[i, :, 2].transpose(1, 0, 2)
+        k_cache[r, :, pos:L] = to_cache(qkv[i, :, 1].transpose(1, 0, 2), k_cache.dtype)   # (H, T, D)
+        v_cache[r, :, pos:L] = to_cache(qkv[i, :, 2].transpose(1, 0, 2), v_cache.dtype)
         q = qkv[i, :, 0].transpose(1, 0, 2)                           # (H, T, D)
-        scores = np.matmul(q, k_cache[r, :, :L].transpose(0, 2, 1))   # (H, T, L)
+        keys, values = from_cache(k_cache[r, :, :L]), from_cache(v_cache[r, :, :L])   # (H, L, D)
+        scores = np.matmul(q, keys.transpose(0, 2, 1))                # (H, T, L)
         scores *= scale
         if visible is None:
             sees = attention_mask(start[r:r + 1], pos, T, L)[0]        # (1, T, L)
@@ -148,7 +163,7 @@ def attention(qkv, k_cache, v_cache, rows, start, slots, out, visible=None, head
             scores *= head_scale[:, None, None]
         if probs is not None:
             probs[i] = scores
-        out[i] = np.matmul(scores, v_cache[r, :, :L]).transpose(1, 0, 2)   # (T, H, D)
+        out[i] = np.matmul(scores, values).transpose(1, 0, 2)         # (T, H, D)
     return out
 
 

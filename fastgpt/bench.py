@@ -56,8 +56,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cli_args import positive_int
+from . import bench_sweeps
+from .bench_sweeps import summarize
+from .cli_args import positive_int, positive_int_list
 from .config import PRESETS, GPT2Config
+from .kv_cache import KV_DTYPES, default_kv_dtype
 from .quant import DTYPES, dequantize_weights, quantize_weights, weights_dtype
 from .weights import GPT2Weights
 
@@ -85,11 +88,6 @@ class Run:
     tokens: list[int]
 
 
-def summarize(values) -> dict:
-    values = [float(v) for v in values]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "samples": values}
-
-
 def peak_rss_bytes() -> int | None:
     """The process's resident-memory high-water mark (ru_maxrss), or None where unsupported."""
     try:
@@ -114,9 +112,10 @@ def decode_bytes_per_token(weights: GPT2Weights) -> int:
     return total
 
 
-def kv_cache_bytes_read(config: GPT2Config, length: int) -> int:
-    """Keys and values one decode step reads when attending over ``length`` positions (fp32)."""
-    return 2 * config.n_layer * length * config.n_embd * 4
+def kv_cache_bytes_read(config: GPT2Config, length: int, itemsize: int = 4) -> int:
+    """Keys and values one decode step reads when attending over ``length`` positions (itemsize:
+    bytes per cached value, 4 for a float32 cache, 2 for a 16-bit one)."""
+    return 2 * config.n_layer * length * config.n_embd * itemsize
 
 
 class BandwidthProbe:
@@ -409,11 +408,12 @@ def _transformers_dtype(dtypes: list[str]) -> str:
 def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads: int | None = None,
                   prompt_tokens: int = 128, new_tokens: int = 64, repeat: int = 5, compare: str | None = None,
                   dtypes=None, source: str = "in memory", load_seconds: float | None = None,
-                  status: StatusLine | None = None) -> dict:
+                  status: StatusLine | None = None, kv_dtype: str | None = None) -> dict:
     """Run the benchmark; returns every figure as a JSON-ready dict (``format_report`` prints it).
 
     ``dtypes``: weight dtypes to measure, one engine per backend and dtype, each converted once
-    from ``weights`` (None: only ``weights``' own dtype, unconverted).
+    from ``weights`` (None: only ``weights``' own dtype, unconverted). ``kv_dtype``: the engines'
+    KV cache dtype (None: each model's default, kv_cache.default_kv_dtype).
     """
     from .model import Model
     from .threads import default_num_threads
@@ -439,7 +439,7 @@ def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads
         "model": None,  # filled in below, with the roofline
         "settings": {"backends": list(backends), "dtypes": dtypes, "threads": threads,
                      "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeat": repeat, "warmup_runs": 1,
-                     "compare": compare, "prompt_seed": SEED, "interleaved": True},
+                     "compare": compare, "prompt_seed": SEED, "interleaved": True, "kv_dtype": kv_dtype},
     }
     prompt = np.random.default_rng(SEED).integers(0, config.vocab_size, prompt_tokens, dtype=np.int64)
 
@@ -460,7 +460,8 @@ def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads
             for dtype in dtypes:
                 label = f"{name} {dtype}" if several else name
                 status.show(f"warming up fastgpt {label}")
-                engine = FastgptEngine(Model(config, variants[dtype], backend=name, num_threads=threads), label)
+                engine = FastgptEngine(Model(config, variants[dtype], backend=name, num_threads=threads,
+                                             kv_dtype=kv_dtype), label)
                 engine.run(prompt, new_tokens)
                 engines.append(engine)
                 peaks[engine.name] = peak_rss_bytes()
@@ -498,12 +499,13 @@ def run_benchmark(config: GPT2Config, weights: GPT2Weights, *, backends, threads
                        "dtype": dtypes[0], "dtypes": dtypes,
                        "tied_head": weights.tied_head, "load_seconds": load_seconds,
                        "convert_seconds": convert_seconds}
-    kv_bytes = kv_cache_bytes_read(config, prompt_tokens + new_tokens - 1)
     bandwidth = report["bandwidth"]["gb_per_s"]["median"] * 1e9
 
     def roofline(w):
+        kv = kv_dtype or default_kv_dtype(weights_dtype(w))
+        kv_bytes = kv_cache_bytes_read(config, prompt_tokens + new_tokens - 1, 4 if kv == "float32" else 2)
         return {"decode_bytes_per_token": decode_bytes_per_token(w), "kv_cache_bytes_last_step": kv_bytes,
-                "tokens_per_s": bandwidth / decode_bytes_per_token(w), "weight_bytes": w.nbytes()}
+                "kv_dtype": kv, "tokens_per_s": bandwidth / decode_bytes_per_token(w), "weight_bytes": w.nbytes()}
 
     # One roofline per dtype; transformers reads float32 whatever values it was given.
     rooflines = {dtype: roofline(variants[dtype]) for dtype in dtypes}
@@ -750,13 +752,22 @@ def cmd_bench(args) -> int:
     backends = resolve_backends(args.backend)
     if args.compare and not transformers_available():
         raise ValueError("--compare transformers needs torch and transformers installed (pip install 'fastgpt[hf]')")
+    prompt_lengths = args.prompt_tokens
+    sweeps = bool(args.batch) or len(prompt_lengths) > 1
+    if sweeps and args.compare:
+        raise ValueError("--compare transformers measures one prompt length at batch 1: leave out --batch and give "
+                         "one --prompt-tokens")
+    if args.batch and len(prompt_lengths) > 1:
+        raise ValueError("--batch takes one --prompt-tokens value (the rows' prompt length); sweep prompt lengths "
+                         "in a separate run")
     status = StatusLine()
     t0 = time.perf_counter()
     if args.random:
         from .weights import random_weights
 
         config = RANDOM_CONFIGS[args.random]
-        check_lengths(config, args.prompt_tokens, args.new_tokens, args.repeat)  # fail before a long build
+        for length in prompt_lengths:  # fail before a long build
+            check_lengths(config, length, args.new_tokens, args.repeat)
         status.show(f"building random {args.random} weights (seed {SEED})")
         weights = random_weights(config, SEED)
         source = f"random {args.random}, seed {SEED}"
@@ -772,18 +783,81 @@ def cmd_bench(args) -> int:
         status.show(f"quantizing to {dtypes[0]}")
         weights, dtypes = quantize_weights(weights, dtypes[0]), None
     load_seconds = time.perf_counter() - t0
-    # Several: run_benchmark converts the loaded weights once per dtype (it refuses to requantize).
-    report = run_benchmark(config, weights, backends=backends, threads=args.threads,
-                           prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, repeat=args.repeat,
-                           compare=args.compare, dtypes=dtypes, source=source, load_seconds=load_seconds,
-                           status=status)
-    print(format_report(report))
+    if sweeps:
+        report = run_sweeps(config, weights, backends=backends, threads=args.threads, prompt_lengths=prompt_lengths,
+                            batches=args.batch, new_tokens=args.new_tokens, repeat=args.repeat, dtypes=dtypes,
+                            kv_dtype=args.kv_dtype, source=source, status=status)
+        print(format_sweeps(report))
+    else:
+        # Several dtypes: run_benchmark converts the loaded weights once per dtype (it refuses to requantize).
+        report = run_benchmark(config, weights, backends=backends, threads=args.threads,
+                               prompt_tokens=prompt_lengths[0], new_tokens=args.new_tokens, repeat=args.repeat,
+                               compare=args.compare, dtypes=dtypes, source=source, load_seconds=load_seconds,
+                               status=status, kv_dtype=args.kv_dtype)
+        print(format_report(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def run_sweeps(config: GPT2Config, weights: GPT2Weights, *, backends, threads: int | None, prompt_lengths: list[int],
+               batches: list[int] | None, new_tokens: int, repeat: int, dtypes=None, kv_dtype: str | None = None,
+               source: str = "in memory", status: StatusLine | None = None) -> dict:
+    """The batched-decode and time-to-first-token sweeps (fastgpt/bench_sweeps.py), on one backend:
+    the compiled one if it is among ``backends``."""
+    from .threads import default_num_threads
+
+    for length in prompt_lengths:
+        check_lengths(config, length, new_tokens, repeat)
+    if batches:
+        check_lengths(config, prompt_lengths[0], new_tokens, repeat)
+    loaded = weights_dtype(weights)
+    dtypes = [loaded] if dtypes is None else list(dtypes)
+    if loaded != "float32":
+        _check_convertible(loaded, dtypes)
+    threads = default_num_threads() if threads is None else threads
+    backend = "cython" if "cython" in backends else backends[0]
+    status = status or StatusLine()
+    variants = {d: quantize_weights(weights, d) for d in dtypes}
+    bytes_per_step = {d: decode_bytes_per_token(w) for d, w in variants.items()}
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine_info(), "source": source, "backend": backend, "threads": threads,
+              "dtypes": dtypes, "kv_dtype": kv_dtype, "repeat": repeat, "bytes_per_step": bytes_per_step}
+    common = dict(repeat=repeat, threads=threads, backend=backend, kv_dtype=kv_dtype, settle_seconds=SETTLE_SECONDS,
+                  bytes_per_step=bytes_per_step, status=status)
+    try:
+        probe = BandwidthProbe(threads)
+        if batches:
+            report["batch_sweep"] = bench_sweeps.run_batch_sweep(
+                config, variants, batches, prompt_tokens=prompt_lengths[0], new_tokens=new_tokens,
+                bandwidth_probe=probe, **common)
+        if len(prompt_lengths) > 1:
+            report["ttft_sweep"] = bench_sweeps.run_ttft_sweep(config, variants, prompt_lengths,
+                                                               bandwidth_probe=probe, **common)
+        report["bandwidth"] = probe.result()
+        probe.release()
+    finally:
+        status.clear()
+    return report
+
+
+def format_sweeps(report: dict) -> str:
+    m = report["machine"]
+    kv = report["kv_dtype"] or "the model's default"
+    lines = [f"fastgpt bench: {report['source']}, backend {report['backend']}, dtypes {', '.join(report['dtypes'])}, "
+             f"KV cache {kv}",
+             f"cpu {m['cpu']}, simd {m['simd']}, OpenMP {'on' if m['openmp'] else 'off'}; {report['repeat']} rounds "
+             f"after 1 warm-up, cases interleaved",
+             f"memory read bandwidth {_spread(report['bandwidth']['gb_per_s'], '.1f')} GB/s "
+             f"({report['bandwidth']['method']})", ""]
+    if "batch_sweep" in report:
+        lines += [bench_sweeps.format_batch(report["batch_sweep"], report["threads"]), ""]
+    if "ttft_sweep" in report:
+        lines += [bench_sweeps.format_ttft(report["ttft_sweep"], report["threads"]), ""]
+    return "\n".join(lines).rstrip()
 
 
 def _dtype_list(text: str) -> list[str]:
@@ -795,7 +869,6 @@ def _dtype_list(text: str) -> list[str]:
 
 def add_bench_parser(subparsers):
     """Register ``bench`` on the CLI's subparsers; returns the subparser."""
-
     p = subparsers.add_parser(
         "bench", help="measure prefill and decode speed against the machine's memory-bandwidth limit",
         description="Measure prefill and decode speed per backend, the machine's memory read bandwidth, and how "
@@ -809,8 +882,16 @@ def add_bench_parser(subparsers):
                    help="backends to measure; all/auto = every available one (default: all)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for kernels, BLAS, torch and the bandwidth probe (default: all cores)")
-    p.add_argument("--prompt-tokens", type=positive_int, default=128, help="prompt length (default: 128)")
+    p.add_argument("--prompt-tokens", type=positive_int_list, default=[128], metavar="P[,P...]",
+                   help="prompt length (default: 128); several (e.g. 16,64,128,512) sweep the time to first token "
+                        "against its bound")
     p.add_argument("--new-tokens", type=positive_int, default=64, help="tokens to generate, >= 2 (default: 64)")
+    p.add_argument("--batch", type=positive_int_list, default=None, metavar="B[,B...]",
+                   help="batched decode: aggregate tokens/s and ms per step of B rows decoding together, for each "
+                        "B (e.g. 1,4,8,16,32), against its bound")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=None,
+                   help="hold the KV cache in this dtype (default: float32 with float32 weights, float16 with "
+                        "16/8-bit ones)")
     p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed runs per engine after one warm-up (default: 5)")
     p.add_argument("--compare", choices=("transformers",), default=None,

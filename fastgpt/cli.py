@@ -168,6 +168,7 @@ def cmd_info(args) -> int:
         ("activation", cfg.activation_function),
         ("parameters", f"{model.num_parameters():,}"),
         ("weight bytes", f"{model.weights.nbytes() / 1e6:.1f} MB"),
+        ("KV cache", f"{model.kv_dtype}, {model.new_cache(max_len=1).bytes_per_position() / 1e3:.1f} KB per position"),
         ("tied LM head", model.weights.tied_head),
         # Read here, not at load: loading maps the file and never touches most of it.
         ("weights with NaN/Inf", ", ".join(model.weights.nonfinite_tensors()) or "none"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .backend import BACKENDS
+from .kv_cache import KV_DTYPES
 from .quant import DTYPES
 from .registry import DEFAULT_MODEL, bundled_models
 
@@ -34,6 +35,14 @@ positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
 
 
+def positive_int_list(text):
+    """``N[,N...]``: positive integers, each listed once, in the order given."""
+    values = [positive_int(part.strip()) for part in text.split(",")]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"each value may appear once, got {text!r}")
+    return values
+
+
 def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> None:
     p.add_argument("--model", "-m", required=model_required,
                    help="a Hugging Face GPT-2 folder or a bundled model name"
@@ -42,6 +51,9 @@ def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> 
     p.add_argument("--threads", type=positive_int, default=None, help="threads for kernels and BLAS (default: all cores)")
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="hold the weight matrices in this dtype (default: as stored: float32, or a converted folder's)")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=None,
+                   help="hold the KV cache in this dtype (default: float32 with float32 weights, float16 with "
+                        "16/8-bit ones)")
 
 
 def model_name(args) -> str:
@@ -61,5 +73,6 @@ def load_model_and_tokenizer(args):
     from .tokenizer import Tokenizer
 
     name = model_name(args)
-    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads, dtype=args.dtype)
+    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads, dtype=args.dtype,
+                                  kv_dtype=args.kv_dtype)
     return model, Tokenizer.from_pretrained(name)

@@ -17,12 +17,12 @@ from .numpy_backend import NumpyBackend
 from .kernels import _attention, _decode, _elementwise, _linear
 from .kernels import _quant
 from .quant import QuantizedWeight
-from .weights import QUANTIZABLE
 
-# Up to this many rows of x the streaming matvec beats the packed GEMM: with few rows the
-# product is bound by reading w, and the matvec reads each weight tile once for all rows with
-# no packing. Above it, _linear.gemm (AVX-512 or AVX2); BLAS only on CPUs with neither.
-MATVEC_MAX_ROWS = 8
+# Up to this many rows of x (a decode step of the serving engine's largest batch, a short prompt)
+# every product runs a skinny kernel, whose results for a row do not depend on the other rows:
+# a request decoded in a batch gets exactly the tokens it gets alone. Above it, _linear.gemm
+# (AVX-512 or AVX2; BLAS only on CPUs with neither) and the quantized GEMMs.
+SKINNY_MAX_ROWS = _quant.SKINNY_MAX_ROWS
 
 
 class CythonBackend(NumpyBackend):
@@ -46,13 +46,13 @@ class CythonBackend(NumpyBackend):
         # x: (N, in); w: (out, in) row-major; b: (out,) or None; out: (N, out).
         if isinstance(w, QuantizedWeight):  # 16/8-bit weights: fused kernels (kernels/_quant.pyx)
             scratch = None                  # without a workspace the kernel allocates its own
-            if ws is not None and x.shape[0] <= _quant.DECODE_MAX_ROWS:
+            if ws is not None and x.shape[0] <= _quant.skinny_max_rows(w.format):
                 need = _quant.scratch_bytes(w.format, x.shape[0], x.shape[1])
                 scratch = ws.scratch("quant_prep", (need,), np.uint8)
             return _quant.linear(x, w, b, out, self.threads.num_threads, scratch=scratch)
         if w.dtype != np.float32:
             return super().linear(x, w, b, out)
-        if x.shape[0] <= MATVEC_MAX_ROWS:
+        if x.shape[0] <= SKINNY_MAX_ROWS:
             return _linear.linear(x, w, b, out, self.threads.num_threads)
         if _linear.gemm_available():
             return _linear.gemm(x, w, b, out, self.threads.num_threads)
@@ -79,17 +79,7 @@ class CythonBackend(NumpyBackend):
         n_threads = self.threads.num_threads
         if entry is None or entry[0] is not weights or entry[1].n_threads != n_threads:
             decoder = _decode.Decoder(weights, config, cache.k, cache.v, cache.start, ws, n_threads)
-            entry = ws.decoder = (weights, decoder, _fused_max_rows(weights))
-        # The fused step runs the row kernels that linear picks for few rows; with more rows
-        # linear switches to the GEMMs, and op by op is what matches that.
-        return entry[1] if n_rows <= entry[2] else None
-
-
-_MATRICES = tuple(name for name in QUANTIZABLE if name not in ("wte", "lm_head"))
-
-
-def _fused_max_rows(weights) -> int:
-    """Rows up to which linear runs a row kernel (matvec) for every matrix the step multiplies."""
-    matrices = [weights.lm_head] + [getattr(blk, name) for blk in weights.blocks for name in _MATRICES]
-    return min(_quant.fused_max_rows(w.format) if isinstance(w, QuantizedWeight) else MATVEC_MAX_ROWS
-               for w in matrices)
+            entry = ws.decoder = (weights, decoder)
+        # The fused step runs the skinny kernels that linear picks for up to SKINNY_MAX_ROWS rows;
+        # with more rows linear switches to the GEMMs, and op by op is what matches that.
+        return entry[1] if n_rows <= SKINNY_MAX_ROWS else None

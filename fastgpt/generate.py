@@ -58,8 +58,9 @@ import dataclasses
 import difflib
 import numbers
 import warnings
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -127,7 +128,7 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0
     logit_bias: dict[int, float] | None = None
     eos_token_id: int | list[int] | None = None
-    stop: str | Sequence[str] | None = None
+    stop: str | SequenceOf[str] | None = None
     seed: int | None = None
     num_return_sequences: int = 1
     truncate: str | None = None
@@ -607,7 +608,7 @@ def _check_memory(model: Model, fitted: list, cfg: GenerationConfig) -> None:
     longest = max(len(ids) for ids, _ in fitted)
     slots = longest + cfg.max_new_tokens
     prefill_positions = n_rows * min(longest, model.prefill_chunk)
-    need = KVCache.nbytes_for(model.config, n_rows, slots) + Workspace.nbytes_for(model.config, prefill_positions, n_rows)
+    need = KVCache.nbytes_for(model.config, n_rows, slots, model.kv_dtype) + Workspace.nbytes_for(model.config, prefill_positions, n_rows)
     memory.require(need, f"generating {n_rows} rows (num_return_sequences={cfg.num_return_sequences} x "
                          f"{len(fitted)} prompt(s)) of up to {slots} tokens")
 

@@ -10,6 +10,12 @@ positions (for ``wpe``) count from there and attention ignores the slots before 
 of prompts (``Generator``) left-pads rows to one length; a server resets and refills rows on
 their own, so its rows have different lengths.
 
+Keys and values are held in ``kv_dtype``: float32, or 16 bits (float16, bfloat16) for half the
+memory and half the bytes that attention reads at every decode step (what bounds decoding at a
+long context). A 16-bit cache stores each new key and value rounded to nearest even and the
+kernels widen them exactly as they read them; the arithmetic stays float32. ``KV_DTYPES`` names
+the choices; :func:`default_kv_dtype` says which a model uses unless told.
+
 A cache and its workspace belong to one call at a time. All scratch that a forward pass
 writes with the GIL released lives here, never on the model or the backend, which is what
 lets many threads share one model: each brings its own cache. ``in_use`` refuses a second
@@ -29,6 +35,32 @@ from .config import GPT2Config
 
 class CacheError(ValueError):
     """A forward pass does not fit the cache it was given."""
+
+
+#: The KV cache's element types. bfloat16 is held as its bit patterns in uint16 (NumPy has no
+#: bfloat16): fastgpt.quant.float32_to_bf16_bits / bf16_bits_to_float32 convert.
+KV_DTYPES = ("float16", "bfloat16", "float32")
+_KV_NUMPY = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
+
+
+def check_kv_dtype(kv_dtype) -> str:
+    """Return ``kv_dtype`` if it is one of KV_DTYPES, else raise CacheError naming the choices."""
+    if kv_dtype not in KV_DTYPES:
+        raise CacheError(f"kv_dtype must be one of {', '.join(repr(d) for d in KV_DTYPES)}, got {kv_dtype!r}")
+    return kv_dtype
+
+
+def default_kv_dtype(weights_dtype: str) -> str:
+    """The cache a model uses unless told: float32 for float32 weights, float16 for 16/8-bit ones.
+
+    float32 weights keep a float32 cache, so that their results stay those of the float32 reference
+    (transformers' GPT2LMHeadModel included, token for token). Quantized weights have traded exactness
+    for speed already; for them a float16 cache halves the cache's memory and the bytes read per
+    token, at a cost below the weights' own rounding (README: perplexity and greedy agreement). float16
+    rather than bfloat16: the same bytes and speed, 3 more significant bits; GPT-2's keys and values
+    stay far inside float16's range (|x| < 65504; larger ones would become inf).
+    """
+    return "float32" if weights_dtype == "float32" else "float16"
 
 
 class CacheBusyError(CacheError):
@@ -74,28 +106,31 @@ class Workspace:
 
 
 class KVCache:
-    """Keys and values of ``batch_size`` independent rows of up to ``max_len`` slots each.
+    """Keys and values of ``batch_size`` independent rows of up to ``max_len`` slots each, held in
+    ``kv_dtype`` (one of KV_DTYPES).
 
     ``lengths[b]``: slots filled in row b; ``start[b]``: row b's first real slot (left
     padding). Use one cache per call: a cache used from two threads at once raises
     :class:`CacheBusyError`.
     """
 
-    def __init__(self, config: GPT2Config, batch_size: int = 1, max_len: int | None = None):
+    def __init__(self, config: GPT2Config, batch_size: int = 1, max_len: int | None = None,
+                 kv_dtype: str = "float32"):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise CacheError(f"batch_size must be a positive integer, got {batch_size!r}")
         if max_len is None:
             max_len = config.n_positions
         if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= config.n_positions:
             raise CacheError(f"max_len must be an integer in [1, n_positions={config.n_positions}], got {max_len!r}")
+        self.kv_dtype = check_kv_dtype(kv_dtype)
         shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
-        memory.require(self.nbytes_for(config, batch_size, max_len),
-                       f"a KV cache of batch_size={batch_size}, max_len={max_len}")
+        memory.require(self.nbytes_for(config, batch_size, max_len, kv_dtype),
+                       f"a KV cache of batch_size={batch_size}, max_len={max_len}, kv_dtype={kv_dtype}")
         self.config = config
         self.batch_size = batch_size
         self.max_len = max_len
-        self.k = np.zeros(shape, np.float32)
-        self.v = np.zeros(shape, np.float32)
+        self.k = np.zeros(shape, _KV_NUMPY[kv_dtype])
+        self.v = np.zeros(shape, _KV_NUMPY[kv_dtype])
         self.start = np.zeros(batch_size, np.int64)
         self.lengths = np.zeros(batch_size, np.int64)
         self._workspace: Workspace | None = None
@@ -261,7 +296,12 @@ class KVCache:
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 
+    def bytes_per_position(self) -> int:
+        """Bytes that one cached position of one row takes: its keys and values in every layer."""
+        return 2 * self.config.n_layer * self.config.n_embd * self.k.itemsize
+
     @staticmethod
-    def nbytes_for(config: GPT2Config, batch_size: int, max_len: int) -> int:
-        """Bytes of the keys and values of a cache of this size (float32)."""
-        return 2 * 4 * config.n_layer * batch_size * max_len * config.n_embd
+    def nbytes_for(config: GPT2Config, batch_size: int, max_len: int, kv_dtype: str) -> int:
+        """Bytes of the keys and values of a cache of this size in kv_dtype."""
+        itemsize = np.dtype(_KV_NUMPY[check_kv_dtype(kv_dtype)]).itemsize
+        return 2 * itemsize * config.n_layer * batch_size * max_len * config.n_embd

@@ -28,7 +28,7 @@ import numpy as np
 from . import memory
 from .backend import select_backend
 from .config import GPT2Config
-from .kv_cache import CacheError, KVCache, Workspace
+from .kv_cache import CacheError, KVCache, Workspace, check_kv_dtype, default_kv_dtype
 from .quant import QuantizedWeight, check_dtype, quantize_weights, weights_dtype
 from .weights import GPT2Weights
 
@@ -49,25 +49,32 @@ class Model:
 
     def __init__(self, config: GPT2Config, weights: GPT2Weights, backend: str = "auto",
                  num_threads: int | None = None, dtype: str | None = None,
-                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, kv_dtype: str | None = None):
         """``dtype``: hold the matrices in "float32", "bfloat16", "float16" or "int8" (quantized
         once, here; see fastgpt/quant.py). None keeps them as given (a converted folder's dtype).
-        ``prefill_chunk``: see the property."""
+        ``prefill_chunk``: see the property. ``kv_dtype``: what new caches hold keys and values in,
+        "float16", "bfloat16" or "float32" (fastgpt.kv_cache); None: float32 for float32 weights,
+        float16 for 16/8-bit ones (kv_cache.default_kv_dtype says why)."""
         weights.validate(config)
+        if kv_dtype is not None:
+            check_kv_dtype(kv_dtype)
         if dtype is not None:
             weights = quantize_weights(weights, dtype)
         self.config = config
         self.weights = weights
         self.backend = select_backend(backend, num_threads)
         self.prefill_chunk = prefill_chunk
+        #: The KV cache dtype of caches made by new_cache (and by forward without a cache).
+        self.kv_dtype = default_kv_dtype(self.dtype) if kv_dtype is None else kv_dtype
 
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path, backend: str = "auto", num_threads: int | None = None,
                         dtype: str | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-                        check_weights: bool = False) -> "Model":
+                        check_weights: bool = False, kv_dtype: str | None = None) -> "Model":
         """Load a Hugging Face GPT-2 folder (config.json + safetensors / pytorch_model.bin), or
-        one written by ``fastgpt convert`` (memory-mapped in its own dtype).
+        one written by ``fastgpt convert`` (memory-mapped in its own dtype). ``kv_dtype``: the
+        model's default KV cache dtype (see __init__).
 
         ``check_weights=True`` reads every weight and raises NonFiniteWeightsError naming those
         that hold NaN or Inf. It is off by default because it reads the whole file, which a
@@ -78,6 +85,8 @@ class Model:
 
         if dtype is not None:
             check_dtype(dtype)  # fail before a long load
+        if kv_dtype is not None:
+            check_kv_dtype(kv_dtype)
         _check_prefill_chunk(prefill_chunk)
         config, weights = load_pretrained(path)
         if check_weights:
@@ -85,18 +94,20 @@ class Model:
             if bad:
                 raise NonFiniteWeightsError(f"{path}: {len(bad)} weight(s) hold NaN or Inf: {', '.join(bad)}")
         return cls(config, weights, backend=backend, num_threads=num_threads, dtype=dtype,
-                   prefill_chunk=prefill_chunk)
+                   prefill_chunk=prefill_chunk, kv_dtype=kv_dtype)
 
     @classmethod
     def random(cls, config: GPT2Config, seed: int = 0, backend: str = "auto",
                num_threads: int | None = None, dtype: str | None = None,
-               prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> "Model":
+               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, kv_dtype: str | None = None) -> "Model":
         from .weights import random_weights
 
         if dtype is not None:
             check_dtype(dtype)
+        if kv_dtype is not None:
+            check_kv_dtype(kv_dtype)
         return cls(config, random_weights(config, seed), backend=backend, num_threads=num_threads, dtype=dtype,
-                   prefill_chunk=prefill_chunk)
+                   prefill_chunk=prefill_chunk, kv_dtype=kv_dtype)
 
     @property
     def dtype(self) -> str:
@@ -125,8 +136,11 @@ class Model:
     def num_parameters(self) -> int:
         return self.config.num_parameters(tied_head=self.weights.tied_head)
 
-    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
-        return KVCache(self.config, batch_size=batch_size, max_len=max_len)
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None, kv_dtype: str | None = None) -> KVCache:
+        """A cache of batch_size rows of max_len slots (default n_positions), holding keys and values
+        in kv_dtype (default: the model's kv_dtype)."""
+        return KVCache(self.config, batch_size=batch_size, max_len=max_len,
+                       kv_dtype=self.kv_dtype if kv_dtype is None else kv_dtype)
 
     # -- forward --------------------------------------------------------------------------
     def _check_ids(self, ids) -> tuple[np.ndarray, bool]:
@@ -159,7 +173,7 @@ class Model:
                 raise CacheError("rows= names rows of a cache: pass cache= too")
             if T > self.config.n_positions:
                 raise CacheError(f"{T} tokens exceed the model's context of n_positions={self.config.n_positions}")
-            memory.require(KVCache.nbytes_for(self.config, B, T)
+            memory.require(KVCache.nbytes_for(self.config, B, T, self.kv_dtype)
                            + Workspace.nbytes_for(self.config, B * min(T, self._prefill_chunk), B),
                            f"a pass over a batch of {B} x {T} tokens (its KV cache and activations)")
             return self.new_cache(batch_size=B, max_len=T)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fastgpt import GPT2Config, Generator, Model, bench
+from fastgpt.backend import kernels_available
 from fastgpt.cli import main
 from fastgpt.quant import quantize_weights
 from fastgpt.weights import random_weights
@@ -102,6 +103,9 @@ def test_cli_random_model_writes_json(monkeypatch, tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--new-tokens", "1"], "at least 2"),
     (["--prompt-tokens", "30", "--new-tokens", "4"], "exceeds the model's context"),
+    (["--prompt-tokens", "4,30", "--new-tokens", "4"], "exceeds the model's context"),
+    (["--batch", "1,2", "--prompt-tokens", "4,8"], "--batch takes one --prompt-tokens value"),
+    (["--batch", "1,2", "--compare", "transformers"], "measures one prompt length at batch 1"),
 ])
 def test_cli_user_errors(monkeypatch, argv, message):
     monkeypatch.setitem(bench.RANDOM_CONFIGS, "gpt2", TINY)
@@ -320,3 +324,37 @@ def test_cli_model_folder_against_transformers(hf_checkpoint, capsys):
                    "--repeat", "1", "--threads", "1", "--compare", "transformers") == 0
     out = capsys.readouterr().out
     assert "tokens identical: yes" in out and "decode speed vs hf" in out
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--batch", "2,x"], ["--prompt-tokens", "4,4"],
+                                  ["--kv-dtype", "int8"]])
+def test_cli_rejects_bad_sweep_values(argv, capsys):
+    with pytest.raises(SystemExit):
+        run_cli("--random", "gpt2", *argv)
+    assert "argument" in capsys.readouterr().err
+
+
+def test_batch_and_first_token_sweeps(monkeypatch, tmp_path, capsys):
+    """--batch and a --prompt-tokens list: every case measured, each against a positive bound; a
+    row's tokens do not depend on the batch it decodes in (compiled backend)."""
+    monkeypatch.setitem(bench.RANDOM_CONFIGS, "gpt2", WIDE)
+    out = tmp_path / "bench.json"
+    assert run_cli("--random", "gpt2", "--dtype", "float32,int8", "--batch", "1,2,5", "--prompt-tokens", "4",
+                   "--new-tokens", "4", "--repeat", "1", "--threads", "1", "--json", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "batched decode: 4-token prompts, 3 steps of B rows" in text and "bound = max(weight bytes /" in text
+    sweep = json.loads(out.read_text())["batch_sweep"]
+    assert [(r["dtype"], r["batch"]) for r in sweep["rows"]] == [(d, b) for d in ("float32", "int8") for b in (1, 2, 5)]
+    for row in sweep["rows"]:
+        assert row["bound_ms"] > 0 and row["of_bound"] > 0 and row["tokens_per_s"]["median"] > 0
+        assert row["bound_by"] in ("memory", "arithmetic")
+        if kernels_available():
+            assert row["row0_tokens_as_first_batch"], row
+    assert run_cli("--random", "gpt2", "--dtype", "int8", "--prompt-tokens", "4,9", "--new-tokens", "9",
+                   "--repeat", "1", "--threads", "1", "--kv-dtype", "bfloat16", "--json", str(out)) == 0
+    assert "time to first token: prompt of P tokens" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["kv_dtype"] == "bfloat16" and "batch_sweep" not in report
+    rows = report["ttft_sweep"]["rows"]
+    assert [r["prompt_tokens"] for r in rows] == [4, 9]
+    assert all(r["ttft_ms"]["median"] > 0 and r["bound_ms"] > 0 and r["ttft_over_step"] > 0 for r in rows)

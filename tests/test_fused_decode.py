@@ -68,16 +68,17 @@ def test_fused_step_is_bitwise_the_op_by_op_path(dtype, batch, threads):
     assert_fused_matches_op_by_op(model, ids, pad=pad)
 
 
-def test_int8_fuses_up_to_sixteen_rows_and_others_up_to_eight():
-    ids = np.random.default_rng(0).integers(0, SMALL.vocab_size, (16, 3))
-    int8 = Model.random(SMALL, seed=2, backend="cython", num_threads=2, dtype="int8")
-    assert_fused_matches_op_by_op(int8, ids)
-    fp32 = Model.random(SMALL, seed=2, backend="cython", num_threads=2)
-    cache = fp32.new_cache(batch_size=9, max_len=8)
-    ws = cache.workspace(9)
-    # nine rows: the linears switch to the GEMM, so the step runs op by op; eight of the nine fuse
-    assert fp32.backend.decoder(fp32.weights, fp32.config, cache, ws, 9) is None
-    assert fp32.backend.decoder(fp32.weights, fp32.config, cache, ws, 8) is not None
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_dtype_fuses_up_to_64_rows(dtype):
+    ids = np.random.default_rng(0).integers(0, SMALL.vocab_size, (65, 3))
+    model = Model.random(SMALL, seed=2, backend="cython", num_threads=2, dtype=dtype)
+    assert_fused_matches_op_by_op(model, ids[:64], steps=2)
+    model.backend.fuse_decode = True
+    cache = model.new_cache(batch_size=65, max_len=8)
+    ws = cache.workspace(65)
+    # 65 rows: the linears switch to the GEMMs, so the step runs op by op; 64 of the 65 fuse
+    assert model.backend.decoder(model.weights, model.config, cache, ws, 65) is None
+    assert model.backend.decoder(model.weights, model.config, cache, ws, 64) is not None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -65,6 +65,7 @@ class ScriptedModel:
     """
 
     prefill_chunk = 512
+    kv_dtype = "float32"
 
     def __init__(self, script, vocab_size=50257, eos_token_id=50256):
         self.config = GPT2Config(vocab_size=vocab_size, n_positions=1024, n_embd=8, n_layer=1,

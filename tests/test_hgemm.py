@@ -1,12 +1,13 @@
-"""The prefill products for 16-bit weights (csrc/hgemm.c, csrc/hdot.c) against their NumPy specs.
+"""The products for 16-bit weights with many rows (csrc/hgemm.c, csrc/skinny.c, csrc/amx.c) against
+their NumPy specs.
 
-- bfloat16 on AVX512_BF16 (vdpbf16ps): x rounded to bfloat16, spec
-  fastgpt.quant.linear_ref_bf16_activations. SPEC_NMSE: both multiply the same bfloat16 numbers
-  exactly (a product of two 8-bit significands fits float32's 24), so only the summation order
-  differs: measured <= 1e-13 for dots of <= 3072 terms; 1e-10 leaves room.
-- float16 (and bfloat16 without AVX512_BF16): x stays float32, spec fastgpt.quant.linear_ref, to
-  the same SPEC_NMSE; 9 to 24 rows of float16 run csrc/hdot.c's dot-product blocks, more rows
-  the GEMM on widened rows of w.
+- bfloat16 on AMX (any N) or, above 64 rows, on AVX512_BF16 (vdpbf16ps): x rounded to bfloat16,
+  spec fastgpt.quant.linear_ref_bf16_activations. SPEC_NMSE: both multiply the same bfloat16
+  numbers exactly (a product of two 8-bit significands fits float32's 24), so only the summation
+  order differs: measured <= 1e-13 for dots of <= 3072 terms; 1e-10 leaves room.
+- float16 (and bfloat16 without either): x stays float32, spec fastgpt.quant.linear_ref, to the
+  same SPEC_NMSE; float16 up to 128 rows runs csrc/skinny.c's dot-product blocks, more rows the
+  GEMM on widened rows of w.
 Rounding x is checked bit for bit through identity weights, where every output is one rounded
 input. Each output's summation order depends only on the input width, so thread counts and
 row subsets give the same bits.
@@ -56,8 +57,10 @@ def _linear(x, w, b, n_threads=2):
 
 
 def _spec(x, w, b):
+    from fastgpt.kernels import _quant
+
     out = np.empty((x.shape[0], w.shape[0]), np.float32)
-    if w.format == "bfloat16" and _bgemm_available():
+    if _quant.activation_rounding(w.format, x.shape[0]) == "bfloat16":
         return linear_ref_bf16_activations(x, w, b, out)
     return linear_ref(x, w, b, out)
 
@@ -70,7 +73,7 @@ def test_prefill_matches_spec(fmt, I):
     for O in ([1, 7, 8, 9, 63, 65] if I <= 768 else [9, 65]):
         w = _weight(fmt, O, I)
         b = np.random.default_rng(O).standard_normal(O).astype(np.float32)
-        for N in ([9, 15, 16, 17, 31, 32, 33, 40, 64] if I <= 768 else [9, 33]):
+        for N in ([9, 15, 16, 17, 31, 32, 33, 40, 64, 65, 80] if I <= 768 else [9, 33, 65]):
             x = _x(N, I)
             for bias in (b, None):
                 assert_nmse(_linear(x, w, bias), _spec(x, w, bias), SPEC_NMSE, f"{fmt} N={N} O={O} I={I}")
@@ -113,11 +116,12 @@ def test_bf16_non_finite_x_poisons_only_its_row():
 
 @needs_kernels
 @pytest.mark.parametrize("fmt", ["bfloat16", "float16"])
-@pytest.mark.parametrize("N,O,I,subsets", [(40, 1023, 768, [(0, 30), (5, 40)]),       # GEMMs
-                                           (24, 300, 3072, [(0, 9), (5, 22), (11, 24)]),  # float16: csrc/hdot.c
-                                           (100, 65, 33, [(0, 25), (50, 100)])])
+@pytest.mark.parametrize("N,O,I,subsets", [(40, 1023, 768, [(0, 30), (5, 40)]),       # skinny products
+                                           (24, 300, 3072, [(0, 9), (5, 22), (11, 24)]),  # k split in slices
+                                           (100, 65, 33, [(0, 70), (30, 100)])])          # GEMMs (float16: skinny)
 def test_thread_counts_and_row_subsets_give_the_same_bits(fmt, N, O, I, subsets):
-    """Row subsets stay on the kernel of the full product (float16 switches at 24 rows)."""
+    """Row subsets stay on the kernel of the full product (the GEMMs take over above 64 rows; float16
+    above 128; bfloat16 on AMX never)."""
     w, x = _weight(fmt, O, I), _x(N, I)
     one = _linear(x, w, None, 1)
     for threads in (2, 3):
@@ -137,9 +141,11 @@ def test_bf16_spec_refuses_other_formats():
 def test_activation_rounding_names_the_spec():
     from fastgpt.kernels import _quant
 
+    amx = _quant.amx_available()
     assert _quant.activation_rounding("float16", 64) is None
-    assert _quant.activation_rounding("bfloat16", 8) is None                 # decode keeps float32 x
-    assert _quant.activation_rounding("bfloat16", 9) == ("bfloat16" if _bgemm_available() else None)
+    assert _quant.activation_rounding("bfloat16", 1) == ("bfloat16" if amx else None)  # AMX tiles from N = 1
+    assert _quant.activation_rounding("bfloat16", 64, max_level=2) is None    # skinny: w widened, x float32
+    assert _quant.activation_rounding("bfloat16", 65) == ("bfloat16" if amx or _bgemm_available() else None)
     assert _quant.activation_rounding("bfloat16", 64, max_level=1) is None   # the AVX2 path widens w
     with pytest.raises(ValueError, match="unknown quantized format 'int4'"):
         _quant.activation_rounding("int4", 9)

@@ -182,12 +182,12 @@ def test_zero_tiny_and_huge_blocks():
 def test_int8_prefill_runs_the_integer_gemm():
     from fastgpt.kernels import _quant
 
-    x, w, b = _x(33, 768, seed=6), _weight(200, 768), _bias(200)
-    got = _quant.linear(x, w, b, np.empty((33, 200), np.float32), 2)
-    assert_bitwise(got, _q8x(x, w, b), "linear() with N > DECODE_MAX_ROWS")
+    x, w, b = _x(80, 768, seed=6), _weight(200, 768), _bias(200)
+    got = _quant.linear(x, w, b, np.empty((80, 200), np.float32), 2)
+    assert_bitwise(got, _q8x(x, w, b), "linear() with N > SKINNY_MAX_ROWS")
     # lower SIMD levels keep float32 activations
-    ref = linear_ref(x, w, b, np.empty((33, 200), np.float32))
-    old = _quant.linear(x, w, b, np.empty((33, 200), np.float32), 2, max_level=1)
+    ref = linear_ref(x, w, b, np.empty((80, 200), np.float32))
+    old = _quant.linear(x, w, b, np.empty((80, 200), np.float32), 2, max_level=1)
     assert nmse(old, ref) < 1e-10 < nmse(got, ref)
 
 

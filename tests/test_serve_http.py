@@ -18,7 +18,7 @@ from server_process import ServerProcess, metric, require_serve
 require_serve("openai")
 
 from fastgpt import Model, Tokenizer  # noqa: E402
-from fastgpt.generate import GenerationConfig, Generator  # noqa: E402
+from fastgpt.generate import Generator  # noqa: E402
 from fastgpt.serving.bench import get, post  # noqa: E402
 
 THREADS = 1

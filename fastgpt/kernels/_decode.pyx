@@ -18,6 +18,7 @@ from ._csrc cimport (FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, FG_W_F32, fg_blo
 from ._elementwise import ACTIVATION_KINDS
 
 include "_check.pxi"
+include "_kvcache.pxi"
 include "_qweight.pxi"
 
 cdef int SIMD_LEVEL = fg_simd_level()
@@ -81,10 +82,10 @@ cdef class Decoder:
     """One token per row through every block, ln_f and the head (see the module docstring).
 
     weights: fastgpt.weights.GPT2Weights (matrices float32 or QuantizedWeight); k_cache, v_cache:
-    (n_layer, B, n_head, S, head_dim) float32; start: (B,) int64, the cache's left padding (read
+    (n_layer, B, n_head, S, head_dim) float32, float16 or bfloat16 bits (uint16); start: (B,) int64, the cache's left padding (read
     at every step); workspace: a fastgpt.kv_cache.Workspace of at least B rows. A step decodes
     any n <= B distinct rows of the cache, each at its own slot. max_level caps
-    the SIMD level (0 scalar, 1 AVX2, 2 AVX-512), for testing the fallbacks.
+    the SIMD level (0 scalar, 1 AVX2, 2 AVX-512, 3 AMX), for testing the fallbacks.
     """
     cdef fg_decoder dec
     cdef fg_block *blocks
@@ -101,10 +102,13 @@ cdef class Decoder:
     def __dealloc__(self):
         free(self.blocks)
 
-    def __init__(self, weights, config, k_cache, v_cache, start, workspace, int n_threads, int max_level=2):
+    def __init__(self, weights, config, k_cache, v_cache, start, workspace, int n_threads, int max_level=3):
         cdef Py_ssize_t L = config.n_layer, C = config.n_embd, H = config.n_head, F = config.d_ff
         cdef Py_ssize_t V = config.vocab_size, D, B, S, layer, prep_bytes
-        cdef float[:, :, :, :, ::1] kc, vc
+        cdef char *kc
+        cdef char *vc
+        cdef Py_ssize_t layer_bytes
+        cdef int kv_fmt
         cdef unsigned char[::1] prep
         cdef float[:, ::1] scores
         check_threads(n_threads)
@@ -120,11 +124,12 @@ cdef class Decoder:
         B = start.shape[0]
         self.start = start
         self.row_seen = np.zeros(B, np.uint8)
+        kv_fmt = kv_format("k_cache", k_cache)
         for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
-            if (not isinstance(cache, np.ndarray) or cache.dtype != np.float32 or cache.ndim != 5
+            if (not isinstance(cache, np.ndarray) or kv_format(name, cache) != kv_fmt or cache.ndim != 5
                     or cache.shape[:3] != (L, B, H) or cache.shape[4] != D or cache.shape[3] == 0
                     or not cache.flags.c_contiguous or not cache.flags.writeable):
-                raise ValueError(f"{name}: expected a writable C-contiguous float32 array of shape "
+                raise ValueError(f"{name}: expected a writable C-contiguous {k_cache.dtype} array of shape "
                                  f"({L}, {B}, {H}, slots, {D}), got {getattr(cache, 'dtype', type(cache))} "
                                  f"{getattr(cache, 'shape', '')}")
         if k_cache.shape != v_cache.shape:
@@ -138,7 +143,8 @@ cdef class Decoder:
         if self.blocks == NULL:
             raise MemoryError("could not allocate the decoder's block table")
         if L > 0:
-            kc, vc = k_cache, v_cache
+            kc, vc = <char *>kv_data(k_cache), <char *>kv_data(v_cache)
+            layer_bytes = k_cache.nbytes // L
         for layer in range(L):
             blk = weights.blocks[layer]
             p = f"blocks.{layer}."
@@ -151,8 +157,8 @@ cdef class Decoder:
                         self.keep)
             fill_matrix(&self.blocks[layer].fc, p + "mlp_fc_w", blk.mlp_fc_w, blk.mlp_fc_b, F, C, self.keep)
             fill_matrix(&self.blocks[layer].proj, p + "mlp_proj_w", blk.mlp_proj_w, blk.mlp_proj_b, C, F, self.keep)
-            self.blocks[layer].k = &kc[layer, 0, 0, 0, 0]
-            self.blocks[layer].v = &vc[layer, 0, 0, 0, 0]
+            self.blocks[layer].k = kc + layer * layer_bytes
+            self.blocks[layer].v = vc + layer * layer_bytes
         fill_matrix(&self.dec.head, "lm_head", weights.lm_head, None, V, C, self.keep)
 
         self.dec.n_layer, self.dec.n_rows, self.dec.n_embd, self.dec.n_head = L, B, C, H
@@ -161,6 +167,7 @@ cdef class Decoder:
         self.dec.act_kind = ACTIVATION_KINDS[config.activation_function]
         self.dec.level = min(SIMD_LEVEL, max_level)
         self.dec.qlevel = min(QUANT_LEVEL, max_level)
+        self.dec.kv_fmt = kv_fmt
         self.dec.blocks = self.blocks
         self.dec.lnf_g = float_pointer("ln_f_g", weights.ln_f_g, (C,), self.keep)
         self.dec.lnf_b = float_pointer("ln_f_b", weights.ln_f_b, (C,), self.keep)

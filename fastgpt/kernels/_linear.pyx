@@ -1,11 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """out (N, O) = x (N, I) @ w (O, I).T + b (O,), w row-major [out, in]: two kernels.
 
-- ``linear``: the decode matrix-vector product (few rows, N <= ~8). Each weight row is
-  streamed once from memory and dotted with every row of x (csrc/simd_dot.c). Bound by
-  reading w, so it is parallel over bands of output rows: each thread reads one contiguous
-  band front to back, a single stream for the hardware prefetcher.
-- ``gemm``: the prefill product (N > ~8). x is packed into panels of 16 rows, then a
+- ``linear``: the skinny product (few rows: a decode step of a batch, a short prompt). Each
+  weight is streamed once from memory and meets every row of x in dot-product register blocks
+  (csrc/skinny.c). Bound by reading w for few rows, so it is parallel over bands of output rows,
+  each thread reading one contiguous band. A row's result does not depend on the other rows.
+- ``gemm``: the prefill product (many rows). x is packed into panels of 16 rows, then a
   register-blocked AVX-512 (or AVX2) GEMM broadcasts w in place (csrc/gemm.c). Parallel over
   blocks of output rows sized for L2; every thread reads the shared packed x. A last panel of
   at most 8 rows goes through the matvec instead of being padded to 16.
@@ -59,7 +59,7 @@ def gemm_available():
 
 def linear(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b, float[:, ::1] out,
            int n_threads=1, int max_level=2):
-    """out (N, O) = x (N, I) @ w (O, I).T + b (O,) [b may be None], by the streaming matvec.
+    """out (N, O) = x (N, I) @ w (O, I).T + b (O,) [b may be None], by the skinny product.
 
     max_level caps the SIMD level (0 scalar, 1 AVX2, 2 AVX-512): for testing the fallbacks.
     """

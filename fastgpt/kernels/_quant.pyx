@@ -1,15 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """out (N, O) = x (N, I) @ W.T + b with W a QuantizedWeight (bfloat16, float16 or int8 blocks).
 
-- N <= DECODE_MAX_ROWS (decoding; 8 for 16-bit formats): the fused dequantize-and-dot of csrc/quant.c, parallel over
-  bands of output rows like _linear.linear. No float32 copy of W exists at any point. int8 on a
-  CPU with AVX512-VNNI rounds x to int8 per block of 32 (see int8_activations), as prefill does.
+- N <= SKINNY_MAX_ROWS (decode of a batch, short prompts; float16 on AVX-512: up to
+  F16_SKINNY_MAX_ROWS): the skinny products, parallel over bands of output rows like
+  _linear.linear, w streamed once per call: on AMX (Sapphire Rapids on) int8 and bfloat16 on tiles
+  (csrc/amx.c), x rounded to int8 blocks / bfloat16; otherwise int8 by AVX512-VNNI with x rounded to
+  int8 blocks (csrc/quant.c) and 16-bit w widened in registers (csrc/skinny.c). No float32 copy of W
+  exists at any point. Each output's summation order depends on I only, so a row gives the same
+  bits alone or in any batch of up to SKINNY_MAX_ROWS rows (see int8_activations).
 - More rows, bfloat16 on a CPU with AVX512_BF16: csrc/hgemm.c's GEMM with vdpbf16ps, x rounded
   to bfloat16 and packed once (spec: fastgpt.quant.linear_ref_bf16_activations), w read in place:
   ~1.8x the float32 GEMM.
-- 9 to HDOT_MAX_ROWS rows, float16 on AVX-512: csrc/hdot.c's dot-product register blocks (4 rows
-  of w x 6 of x, w widened in registers), one band of output rows per thread: faster than the
-  GEMMs there.
 - More rows, float16 (or bfloat16 without AVX512_BF16) on AVX-512: csrc/hgemm.c widens 8 rows of
   w at a time into each thread's float32 scratch as the first panel group of x reaches them,
   overlapping the widening with the stream, and runs the float32 GEMM tile on them.
@@ -17,7 +18,7 @@
   rounded to int8 per block of 32 (fastgpt.quant.linear_ref_int8_activations is the spec; it
   adds an NMSE of ~1e-5 to the product) and packed once, shared by the threads; each thread
   packs a tile of W's rows (sized for L2) into its own scratch and multiplies it with vpdpbusd,
-  ~3x the float32 GEMM below.
+  ~3x the float32 GEMM below. Bitwise the AMX skinny product's result.
 - More rows otherwise (int8 without VNNI, AVX2): each thread dequantizes a tile of W's rows into its own float32 scratch
   (sized to stay in L2) and runs the float32 GEMM of csrc/gemm.c on it, against x packed once
   and shared. The dequantization is O(O * I) against the GEMM's O(N * O * I). Without AVX2
@@ -29,15 +30,16 @@ before the GIL is released.
 import numpy as np
 
 from cython.parallel cimport parallel, prange
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free
 
-from ._csrc cimport (FG_AVX2, FG_AVX512, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_bgemm, fg_bgemm_available,
-                     fg_bgemm_pack_x, fg_bgemm_x_bytes, fg_dequantize_rows, fg_gemm_f32, fg_gemm_pack_x_f32,
-                     fg_gemm_w16_f32, fg_hdot_f16, fg_q8_activations, fg_qgemm, fg_qgemm_available,
-                     fg_qgemm_pack_w, fg_qgemm_pack_x, fg_qgemm_ref, fg_qgemm_rows_padded, fg_qgemm_tile_bytes,
-                     fg_qgemm_x_bytes, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes, fg_qprep_x,
-                     fg_quant_level)
+from ._csrc cimport (FG_AMX, FG_AVX2, FG_AVX512, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, fg_amx_available,
+                     fg_bgemm, fg_bgemm_available, fg_bgemm_pack_x, fg_bgemm_x_bytes, fg_dequantize_rows,
+                     fg_gemm_f32, fg_gemm_pack_x_f32, fg_gemm_w16_f32, fg_q8_activations, fg_qgemm,
+                     fg_qgemm_available, fg_qgemm_pack_w, fg_qgemm_pack_x, fg_qgemm_ref, fg_qgemm_rows_padded,
+                     fg_qgemm_tile_bytes, fg_qgemm_x_bytes, fg_qlinear_rows, fg_qlinear_rows_ref, fg_qprep_bytes,
+                     fg_qprep_x_rows, fg_quant_level, FG_PREP_ROWS)
 
 from ._openmp cimport fg_thread_id
 
@@ -49,15 +51,18 @@ include "_qweight.pxi"
 
 
 cdef int QUANT_LEVEL = fg_quant_level()
-#: Up to this many rows of x the fused matvec runs for int8 (w streamed once, each group of 8
-#: rows of w meeting every chunk of 8 rows of x in L1); above, the GEMMs. 16-bit formats switch
-#: at FUSED_MAX_ROWS_16BIT. A 16-token prompt through a GPT-2 124M model, fused vs GEMMs at 16
-#: rows (2 threads, interleaved medians): int8 12.6 vs 13.6 ms, float16 24.8 vs 20.7, bfloat16
-#: 21.6 vs 20.5.
-DECODE_MAX_ROWS = 16
-cdef Py_ssize_t FUSED_MAX_ROWS_16BIT = 8
-# Rows of w per scheduling unit of the matvec: a multiple of its 8-row tile.
+#: Up to this many rows of x every format runs the skinny products (the serving engine's largest
+#: batch): a row's result does not depend on the rest of the batch there. Above, the GEMMs.
+SKINNY_MAX_ROWS = 64
+#: float16 on AVX-512 keeps the skinny product (csrc/skinny.c, dot-product register blocks) up to
+#: here: through a GPT-2 124M model's 48 matrices in turn, weights from DRAM, 2 threads, against
+#: the float32 GEMM (interleaved medians): 1.6-2.0x at 9-12 rows, 1.2x at 16, 1.8x at 24,
+#: 0.99-1.06x at 32-128 (where the GEMM on widened w ran 0.87-0.93x), 0.96-0.99x at 256-512.
+cdef Py_ssize_t F16_SKINNY_MAX_ROWS = 128
+# Rows of w per scheduling unit of the band split: a multiple of every skinny kernel's group of
+# output rows (16 on AMX, 8 for VNNI, 4 in csrc/skinny.c).
 cdef Py_ssize_t ROW_BLOCK = 64
+cdef Py_ssize_t BAND_ALIGN = 16
 # Rows of x per packed panel (csrc/gemm.c) and the float32 bytes of one dequantized tile of w:
 # it stays in L2 while every panel group of x passes over it; at least TILE_MIN_ROWS rows, since
 # each tile re-reads all of the packed x from L3 (as _linear.gemm's blocks).
@@ -76,31 +81,30 @@ cdef Py_ssize_t QG_TILE_ALIGN = 32
 cdef bint BGEMM = fg_bgemm_available()
 cdef Py_ssize_t BG_BLOCK_BYTES = 256 * 1024
 cdef Py_ssize_t BG_MIN_BLOCK = 64
-# float16 products of up to this many rows (more than FUSED_MAX_ROWS_16BIT) on AVX-512 run the
-# dot-product blocks of csrc/hdot.c, one band of output rows per thread; more rows, the GEMM on
-# widened rows of w. The 48 matrices of a GPT-2 124M model in turn, weights from DRAM, 2
-# threads, against the float32 GEMM (interleaved medians): hdot 1.6-2.0x at 9-12 rows, 1.2x at
-# 16, 1.8x at 24, 0.99-1.06x at 32-128 (where the widened GEMM ran 0.87-0.93x), 0.96-0.99x at
-# 256-512 (widened GEMM 0.97-0.99x) and 0.90x at 1024.
-cdef Py_ssize_t HDOT_MAX_ROWS = 128
 # Rows per tile on the BLAS fallback (no AVX2): big enough for BLAS to be efficient.
 cdef Py_ssize_t BLAS_TILE_ROWS = 1024
 
 
 
 def quant_level():
-    """The SIMD level the quantized kernels use (0 scalar, 1 AVX2+FMA+F16C, 2 AVX-512)."""
+    """The SIMD level the quantized kernels use (0 scalar, 1 AVX2+FMA+F16C, 2 AVX-512, 3 AVX-512 + AMX)."""
     return QUANT_LEVEL
 
 
-def int8_activations(int max_level=2):
-    """Whether int8 decode products (N <= DECODE_MAX_ROWS) round x to int8 per block of 32, as
-    fastgpt.quant.linear_ref_int8_activations specifies (AVX-512 with VNNI); otherwise x stays float32."""
+def amx_available():
+    """Whether this CPU and OS run AMX tiles (then quant_level() is 3)."""
+    return bool(fg_amx_available())
+
+
+def int8_activations(int max_level=3):
+    """Whether int8 skinny products (N <= SKINNY_MAX_ROWS) round x to int8 per block of 32, as
+    fastgpt.quant.linear_ref_int8_activations specifies (AVX-512 with VNNI, or AMX); otherwise x
+    stays float32."""
     return bool(fg_q8_activations(min(QUANT_LEVEL, max_level)))
 
 
 def bgemm_available():
-    """Whether bfloat16 products of more than FUSED_MAX_ROWS_16BIT rows run vdpbf16ps (AVX512_BF16),
+    """Whether bfloat16 products of more than SKINNY_MAX_ROWS rows run vdpbf16ps (AVX512_BF16),
     which rounds x to bfloat16 (see activation_rounding)."""
     return BGEMM
 
@@ -108,39 +112,38 @@ def bgemm_available():
 # The kernel a product runs (choose_path): `linear` dispatches on it and activation_rounding
 # reads the rounding of x off it, so the two cannot disagree.
 cdef enum Path:
-    PATH_FUSED      # decode matvec (csrc/quant.c)
+    PATH_SKINNY     # the skinny products (csrc/amx.c, csrc/quant.c, csrc/skinny.c)
     PATH_Q8GEMM     # int8 GEMM in integers (csrc/qgemm.c)
     PATH_BGEMM      # bfloat16 GEMM with vdpbf16ps (csrc/hgemm.c)
-    PATH_HDOT       # float16 dot-product blocks (csrc/hdot.c)
     PATH_TILES      # float32 GEMM on widened or dequantized rows of w (csrc/hgemm.c, csrc/gemm.c)
     PATH_BLAS       # dequantized tiles through NumPy's matmul (no AVX2)
 
 
-cdef Py_ssize_t fused_rows(int fmt) noexcept:
-    return DECODE_MAX_ROWS if fmt == FG_Q_I8 else FUSED_MAX_ROWS_16BIT
+cdef Py_ssize_t skinny_rows(int fmt, int level) noexcept:
+    if fmt == FG_Q_BF16 and level >= FG_AMX:
+        return PY_SSIZE_T_MAX       # AMX tiles for every N: faster than vdpbf16ps, whose order differs
+    return F16_SKINNY_MAX_ROWS if fmt == FG_Q_F16 and level >= FG_AVX512 else SKINNY_MAX_ROWS
 
 
-def fused_max_rows(str fmt):
-    """The most rows of x for which `linear` runs the fused matvec on weights in fmt."""
+def skinny_max_rows(str fmt, int max_level=3):
+    """The most rows of x for which `linear` runs the skinny product on weights in fmt."""
     code = FORMAT_CODES.get(fmt)
     if code is None:
         raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
-    return fused_rows(code)
+    return skinny_rows(code, min(QUANT_LEVEL, max_level))
 
 
 cdef Path choose_path(int fmt, Py_ssize_t n, int level) noexcept:
-    if n <= fused_rows(fmt):
-        return PATH_FUSED
+    if n <= skinny_rows(fmt, level):
+        return PATH_SKINNY
     if fmt == FG_Q_I8 and QGEMM and level >= FG_AVX512:
         return PATH_Q8GEMM
     if fmt == FG_Q_BF16 and BGEMM and level >= FG_AVX512:
         return PATH_BGEMM
-    if fmt == FG_Q_F16 and level >= FG_AVX512 and n <= HDOT_MAX_ROWS:
-        return PATH_HDOT
     return PATH_BLAS if level < FG_AVX2 else PATH_TILES
 
 
-def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=2):
+def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=3):
     """How `linear` rounds x for a product of n_rows rows of x with weights in fmt: None (x stays
     float32: fastgpt.quant.linear_ref is the spec), "bfloat16" (linear_ref_bf16_activations) or
     "int8" (linear_ref_int8_activations)."""
@@ -149,9 +152,26 @@ def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=2):
         raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
     level = min(QUANT_LEVEL, max_level)
     path = choose_path(code, n_rows, level)
-    if path == PATH_Q8GEMM or (path == PATH_FUSED and code == FG_Q_I8 and fg_q8_activations(level)):
+    if path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level)):
         return "int8"
-    return "bfloat16" if path == PATH_BGEMM else None
+    if path == PATH_BGEMM or (path == PATH_SKINNY and code == FG_Q_BF16 and level >= FG_AMX):
+        return "bfloat16"
+    return None
+
+
+def arithmetic(str fmt, Py_ssize_t n_rows, int max_level=3):
+    """The arithmetic `linear` multiplies with for n_rows rows of x and weights in fmt, named as
+    kernels._system.PEAK_KINDS: "i8_amx", "bf16_amx", "i8_vnni", "bf16_dot" or "f32_fma"."""
+    code = FORMAT_CODES.get(fmt)
+    if code is None:
+        raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
+    level = min(QUANT_LEVEL, max_level)
+    path = choose_path(code, n_rows, level)
+    if path == PATH_SKINNY and level >= FG_AMX and code != FG_Q_F16:
+        return "i8_amx" if code == FG_Q_I8 else "bf16_amx"
+    if path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level)):
+        return "i8_vnni"
+    return "bf16_dot" if path == PATH_BGEMM else "f32_fma"
 
 
 def qgemm_available():
@@ -159,7 +179,7 @@ def qgemm_available():
     return QGEMM
 
 
-def scratch_bytes(str fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int max_level=2):
+def scratch_bytes(str fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int max_level=3):
     """Bytes of `scratch` that `linear` needs to decode n_rows rows of width n_in without allocating."""
     code = FORMAT_CODES.get(fmt)
     if code is None:
@@ -170,7 +190,7 @@ def scratch_bytes(str fmt, Py_ssize_t n_rows, Py_ssize_t n_in, int max_level=2):
 
 
 def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] out, int n_threads=1,
-           int max_level=2, bint reference=False, unsigned char[::1] scratch=None):
+           int max_level=3, bint reference=False, unsigned char[::1] scratch=None):
     """out (N, O) = x (N, I) @ w.dequantize().T + b (O,) [b may be None]; returns out.
 
     scratch: a buffer of at least scratch_bytes(...) bytes for decoding's prepared x, so that
@@ -178,14 +198,12 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     too small, linear allocates its own.
 
     w: a fastgpt.quant.QuantizedWeight (anything with .format, .data, .scales). max_level caps
-    the SIMD level (0 scalar, 1 AVX2, 2 AVX-512) and reference=True runs the scalar *_ref loop:
-    both for testing the fallbacks. At level 2, int8 on a CPU with AVX512-VNNI rounds x to int8
-    blocks (decode: int8_activations; N > DECODE_MAX_ROWS: linear_q8x); every other case keeps x
-    in float32.
+    the SIMD level (0 scalar, 1 AVX2, 2 AVX-512, 3 AMX) and reference=True runs the scalar *_ref
+    loop: both for testing the fallbacks. activation_rounding says how each case rounds x.
     """
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.data.shape[0]
     cdef Py_ssize_t xs = x.strides[0] // sizeof(float), ys = out.strides[0] // sizeof(float)
-    cdef Py_ssize_t blk, n_bands, band, o0, o1, prep_bytes
+    cdef Py_ssize_t blk, n_bands, band, o0, o1, prep_bytes, n_units, u
     cdef void *prep = NULL              # owned: freed below
     cdef void *prep_in_scratch = NULL   # where the prepared x goes
     cdef const void *wp = NULL
@@ -197,10 +215,10 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     if filled_trivially(n, n_in, n_out, b, out):
         return out.base
     cdef Path path = choose_path(fmt, n, level)
-    if path != PATH_FUSED and not reference:
+    if path != PATH_SKINNY and not reference:
         return _prefill(x, w, b, out, n_threads, level, fmt, wp, sp, bias, path)
     n_bands = n_threads
-    band = ((n_out + n_bands - 1) // n_bands + 7) // 8 * 8   # whole groups of 8 rows (csrc/quant.c)
+    band = ((n_out + n_bands - 1) // n_bands + BAND_ALIGN - 1) // BAND_ALIGN * BAND_ALIGN
     # x prepared once for all threads (csrc/quant.c), in the caller's scratch when it fits
     prep_bytes = 0 if reference else fg_qprep_bytes(fmt, n, n_in, level)
     if prep_bytes > 0 and scratch is not None and scratch.shape[0] >= prep_bytes + 64:
@@ -210,11 +228,16 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
         if prep == NULL:
             raise MemoryError(f"could not allocate {prep_bytes} bytes for the prepared x")
         prep_in_scratch = prep
+    n_units = (n + FG_PREP_ROWS - 1) // FG_PREP_ROWS
     try:
         with nogil:
-            if prep_in_scratch != NULL:
-                fg_qprep_x(fmt, &x[0, 0], xs, n, n_in, prep_in_scratch, level)
-            # one band of rows per thread, each read front to back as one stream (csrc/quant.c)
+            if prep_in_scratch != NULL and n_units == 1:
+                fg_qprep_x_rows(fmt, &x[0, 0], xs, n, n_in, 0, n, prep_in_scratch, level)
+            elif prep_in_scratch != NULL:
+                for u in prange(n_units, num_threads=n_threads, schedule="static"):
+                    fg_qprep_x_rows(fmt, &x[0, 0], xs, n, n_in, u * FG_PREP_ROWS, min(n, (u + 1) * FG_PREP_ROWS),
+                                    prep_in_scratch, level)
+            # one band of rows per thread, each read front to back
             for blk in prange(n_bands, num_threads=n_threads, schedule="static"):
                 o0 = blk * band
                 o1 = min(o0 + band, n_out)
@@ -243,15 +266,6 @@ cdef object _prefill(const float[:, ::1] x, object w, const float[::1] b, float[
         return _prefill_q8x(x, out, n_threads, <const signed char *>wp, sp, bias)
     if path == PATH_BGEMM:
         return _prefill_bf16x(x, out, n_threads, <const unsigned short *>wp, bias)
-    if path == PATH_HDOT:
-        band = ((n_out + n_threads - 1) // n_threads + 3) // 4 * 4      # whole blocks of 4 rows (csrc/hdot.c)
-        with nogil:
-            for t in prange(n_threads, num_threads=n_threads, schedule="static"):
-                o0 = t * band
-                o1 = min(o0 + band, n_out)
-                if o0 < o1:
-                    fg_hdot_f16(<const unsigned short *>wp, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1, level)
-        return out.base
     if path == PATH_BLAS:
         return _prefill_blas(x, w, b, out, n_threads, level, fmt, wp, sp)
     n_panels = (n + PANEL - 1) // PANEL

@@ -28,7 +28,6 @@ costs the server's machine little.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import statistics
@@ -41,7 +40,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cli_args import UsageError, positive_int
+from ..cli_args import UsageError, positive_int, positive_int_list
 
 SEED = 0
 #: One extra request per level warms the server up (first-call allocations) before timing.
@@ -270,16 +269,6 @@ def cmd_bench_serve(args) -> int:
     return 0
 
 
-def _levels(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
-    return values
-
-
 def add_bench_serve_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench-serve", help="load-test a running fastgpt server with N concurrent streaming clients",
@@ -287,7 +276,7 @@ def add_bench_serve_parser(subparsers) -> None:
                     "streaming clients on the same requests; report aggregate tokens/s, time to "
                     "first token and inter-token latency (p50/p99) beside one at a time.")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: http://127.0.0.1:8000)")
-    p.add_argument("--clients", type=_levels, default=[1, 4, 8, 16], metavar="N[,N...]",
+    p.add_argument("--clients", type=positive_int_list, default=[1, 4, 8, 16], metavar="N[,N...]",
                    help="concurrency levels; 1 (one at a time) is always run first (default: 1,4,8,16)")
     p.add_argument("--requests", type=positive_int, default=16, help="requests per level (default: 16)")
     p.add_argument("--prompt-tokens", type=positive_int, default=64, help="prompt length (default: 64)")

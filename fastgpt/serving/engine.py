@@ -22,8 +22,9 @@ Each step (the shape of llama.cpp's ``update_slots`` and vLLM's scheduler):
 5. a sequence that finished (EOS, stop string, length) frees its row at once.
 
 Exactness: a sequence's tokens are those of the same request alone through ``Generator``,
-whoever else runs. The row kernels give each row of a decode step bitwise what it gives
-alone (up to the fused step's row limit: 8 rows, 16 for int8, until issue 16); prefill runs
+whoever else runs. The kernels give each row of a decode step bitwise what it gives alone
+(every product of up to ``SKINNY_MAX_ROWS`` = 64 rows sums a row in an order that does not
+depend on the other rows; a ``max_batch`` above that loses this for full steps); prefill runs
 the same shapes as ``Generator`` does for the prompt (``Model.forward`` chunks it); and
 the per-row rules (processor chain, draw, EOS, stop strings, text release, log-probabilities)
 are ``fastgpt.sequence``'s, built and seeded by ``Generator.new_sequences`` (prompt ``i``'s

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import sys
 import threading
 from pathlib import Path
 
@@ -152,7 +151,7 @@ def build_engine(args):
         from ..tokenizer import Tokenizer
 
         model = Model.random(RANDOM_CONFIGS[args.random], seed=SEED, backend=args.backend,
-                             num_threads=args.threads, dtype=args.dtype)
+                             num_threads=args.threads, dtype=args.dtype, kv_dtype=args.kv_dtype)
         tokenizer = Tokenizer.gpt2()
     else:
         model, tokenizer = load_model_and_tokenizer(args)

@@ -1,0 +1,292 @@
+/* Skinny products: y = x @ w.T + b for a few rows of x (a decode step of a batch of 1 to 64
+ * requests, a short prompt, a speculative check), w float32, float16 or bfloat16 [out, in] read in
+ * place and widened to float32 in registers. fastgpt/quant.py's linear_ref is the spec for 16-bit
+ * w, _numpy_ops.linear for float32, up to summation order.
+ *
+ * Dimension legend: n rows of x and y (tokens), i (k) input width, o output rows of w, q a row of x
+ * within a block, r a row of w within a block, j a chunk of 16 inputs.
+ *
+ * The contract this file exists for: every y[n, o] is summed in one order that depends only on
+ * n_in, never on n_rows, on the other rows of the call, on the band [o_begin, o_end) or on the
+ * thread that computes it, so row n of a product of any number of rows is bitwise the product of
+ * row n alone: a request decoded inside a batch gets exactly the tokens it gets alone. The order:
+ * 16 lane sums, each one FMA chain over i = l, l + 16, l + 32, ... ascending (the last n_in % 16
+ * inputs masked: lanes past n_in add 0 * 0), then per 128-bit lane (l0 + l2) + (l1 + l3), then
+ * (L0 + L1) + (L2 + L3) (reduce8_avx512), then + b[o] (no add without a bias).
+ *
+ * Design. A dot-product register block: per 16 inputs, MR = 4 rows of w are loaded (and widened),
+ * up to NR = 6 rows of x loaded, and MR x NR FMAs go into as many zmm accumulators, each a 16-lane
+ * partial sum of one y[n, o]; a transpose-and-add tree reduces them, two rows of x per tree. 10
+ * loads per 24 FMAs keep the block FMA-bound (peak ~2 FMAs per cycle), where a matvec that reads
+ * one row of w at a time against up to 8 rows of x does ~1 load per FMA and, past 8 rows, reads w
+ * again per chunk of 8.
+ * - x is copied per block of rows and slice of SK_KC inputs into xp[j][q][16] on the stack: rows of
+ *   x 3 or 12 KB apart (I = 768, 3072) collide in L1 (same offsets mod 4 KB); an L1 micro-benchmark
+ *   ran at 184 GFLOP/s with rows 4 KB apart and 274 with rows packed (in csrc/hdot.c, which this file
+ *   generalises). The copy is one load and store per 16 inputs, once per chunk of w.
+ * - Loop order: chunks of ~SK_CHUNK_BYTES of w (at most SK_BMAX rows; they stay in L2), then groups
+ *   of up to 6 rows of x (split evenly: 9 = 5 + 4, 16 = 5 + 5 + 6), then slices of SK_KC inputs,
+ *   then blocks of 4 rows of w. w comes from DRAM once, in the chunk's first group; the other
+ *   groups read it from L2.
+ * - Prefetch: each k-step also prefetches (T0) the next lines of the next chunk of w, so that the
+ *   chunk's passes cover the next chunk evenly: the rows of a block are 4 streams, which the
+ *   hardware prefetcher follows worse than one.
+ * - n_in > SK_KC: the accumulators of each block of w are parked in a stack array between slices
+ *   (chunks of at most SK_BMAX_K rows then); each lane's FMA chain simply continues.
+ *
+ * Non-goals: no threads (callers split [o_begin, o_end) into bands), no allocation (~48 KB of
+ * stack), no fast-math, no int8 (csrc/quant.c, csrc/amx.c). The AVX-512 path needs F/BW/VL + F16C
+ * (fg_quant_level() >= FG_AVX512 for 16-bit w; AVX512F alone for float32, which loads no 16-bit
+ * data); below it the AVX2 loop (float32 here, 16-bit in csrc/quant.c) and the scalar *_ref keep the
+ * product correct, each in a summation order of its own that depends on n_in alone as well.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastgpt_kernels.h"
+#include "reduce_avx512.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FG_X86 1
+#endif
+
+#define SK_MR 4                     /* rows of w per block (the reduction is written for 4) */
+#define SK_NR 6                     /* rows of x per block, at most */
+#define SK_KC 1024                  /* inputs per packed slice of x: 6 x 4 KB */
+#define SK_CHUNK_BYTES (384 * 1024) /* of w per chunk... */
+#define SK_BMAX 128                 /* ...but at most this many rows */
+#define SK_BMAX_K 64                /* rows per chunk when n_in > SK_KC (parked accumulators) */
+
+static ptrdiff_t esize_of(int fmt) { return fmt == FG_W_F32 ? 4 : 2; }
+
+#ifdef FG_X86
+/* The AVX-512 block also uses BW/VL (masked 16-bit loads, 128-bit masked stores): every AVX-512 CPU
+ * but the Xeon Phi has them; there float32 takes the AVX2 loop. */
+static int has_bw_vl(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
+#define TARGET_SK __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+
+/* 16 weights of a row from element k, widened to float32 (m: the lanes to load, the rest 0). */
+TARGET_SK __attribute__((always_inline)) static inline __m512 sk_load(const char *w, ptrdiff_t k, __mmask16 m,
+                                                                       const int FMT, const int MASKED) {
+    if (FMT == FG_W_F32)
+        return MASKED ? _mm512_maskz_loadu_ps(m, (const float *)w + k) : _mm512_loadu_ps((const float *)w + k);
+    const uint16_t *p = (const uint16_t *)w + k;
+    __m256i h = MASKED ? _mm256_maskz_loadu_epi16(m, p) : _mm256_loadu_si256((const __m256i *)p);
+    if (FMT == FG_Q_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* bfloat16: exact */
+}
+
+/* One block: MR rows of w (rows past mr re-read row mr - 1 and are not stored) against NR rows of x
+ * packed in xp[j][q][16] (j: chunk of 16 inputs of [k0, k0 + nk), zero past n_in). The
+ * accumulators start from zero (first slice) or from acc_io, and end in y (last slice: reduced,
+ * plus bias) or back in acc_io. Every k-step also prefetches PFN lines of the rows the caller uses
+ * next (cursor *pfc, up to pf_end). */
+TARGET_SK __attribute__((always_inline)) static inline void
+sk_block(const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk, const float *xp, __m512 *acc_io,
+         int first_, int last_, const float *bias, float *y, ptrdiff_t ys, uintptr_t *pfc, uintptr_t pf_end,
+         const int FMT, const int NR, const int PFN, const int SPLIT, const int TAIL) {
+    const int first = SPLIT ? first_ : 1, last = SPLIT ? last_ : 1;
+    const ptrdiff_t es = FMT == FG_W_F32 ? 4 : 2;
+    const char *wr[SK_MR];
+    __m512 acc[SK_MR][SK_NR];
+    for (int r = 0; r < SK_MR; r++) wr[r] = w + ((r < mr ? r : mr - 1) * n_in + k0) * es;
+    for (int r = 0; r < SK_MR; r++)
+        for (int q = 0; q < NR; q++) acc[r][q] = first ? _mm512_setzero_ps() : acc_io[r * NR + q];
+    uintptr_t pf = *pfc;
+    const ptrdiff_t nk16 = TAIL ? nk & ~(ptrdiff_t)15 : nk;
+    for (ptrdiff_t k = 0; k < nk16; k += 16, xp += NR * 16) {
+        for (int j = 0; j < PFN; j++)
+            if (pf < pf_end) {
+                _mm_prefetch((const char *)pf, _MM_HINT_T0);
+                pf += 64;
+            }
+        __m512 wv[SK_MR];
+        for (int r = 0; r < SK_MR; r++) wv[r] = sk_load(wr[r], k, 0, FMT, 0);
+        for (int q = 0; q < NR; q++) {
+            __m512 xv = _mm512_load_ps(xp + q * 16);
+            for (int r = 0; r < SK_MR; r++) acc[r][q] = _mm512_fmadd_ps(wv[r], xv, acc[r][q]);
+        }
+    }
+    if (TAIL && nk16 < nk) { /* the last n_in % 16 inputs: masked w, zero-padded x */
+        __mmask16 m = (__mmask16)((1u << (nk - nk16)) - 1u);
+        __m512 wv[SK_MR];
+        for (int r = 0; r < SK_MR; r++) wv[r] = sk_load(wr[r], nk16, m, FMT, 1);
+        for (int q = 0; q < NR; q++) {
+            __m512 xv = _mm512_load_ps(xp + q * 16);
+            for (int r = 0; r < SK_MR; r++) acc[r][q] = _mm512_fmadd_ps(wv[r], xv, acc[r][q]);
+        }
+    }
+    *pfc = pf;
+    if (!last) {
+        for (int r = 0; r < SK_MR; r++)
+            for (int q = 0; q < NR; q++) acc_io[r * NR + q] = acc[r][q];
+        return;
+    }
+    /* pairs of x rows: [q: rows r of w | q + 1: rows r of w], the bias added to both halves */
+    __mmask8 keep = (__mmask8)((1u << mr) - 1u);
+    __m128 b4 = bias ? _mm_maskz_loadu_ps(keep, bias) : _mm_setzero_ps();
+    __m256 b = _mm256_insertf128_ps(_mm256_castps128_ps256(b4), b4, 1);
+    for (int q = 0; q < NR; q += 2) {
+        __m512 a[8];
+        for (int r = 0; r < 4; r++) {
+            a[r] = acc[r][q];
+            a[4 + r] = q + 1 < NR ? acc[r][q + 1] : _mm512_setzero_ps();
+        }
+        __m256 v = reduce8_avx512(a);
+        if (bias) v = _mm256_add_ps(v, b);
+        _mm_mask_storeu_ps(y + q * ys, keep, _mm256_castps256_ps128(v));
+        if (q + 1 < NR) _mm_mask_storeu_ps(y + (q + 1) * ys, keep, _mm256_extractf128_ps(v, 1));
+    }
+}
+
+typedef void (*sk_fn)(const char *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, __m512 *, int, int,
+                      const float *, float *, ptrdiff_t, uintptr_t *, uintptr_t);
+
+/* One instance per (format, rows of x, prefetch lines per step, k split, tail), so that each keeps
+ * its accumulators in registers and carries no dead branches. */
+#define SK_FN(FMT, NR, PF, SPLIT, TAIL)                                                                          \
+    TARGET_SK static void sk_block_##FMT##_##NR##_##PF##_##SPLIT##_##TAIL(                                       \
+        const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk, const float *xp,               \
+        __m512 *acc_io, int first, int last, const float *bias, float *y, ptrdiff_t ys, uintptr_t *pfc,          \
+        uintptr_t pf_end) {                                                                                      \
+        sk_block(w, n_in, mr, k0, nk, xp, acc_io, first, last, bias, y, ys, pfc, pf_end, FMT, NR, PF, SPLIT,    \
+                 TAIL);                                                                                          \
+    }
+#define SK_FNS3(FMT, NR, S, T) SK_FN(FMT, NR, 1, S, T) SK_FN(FMT, NR, 2, S, T) SK_FN(FMT, NR, 4, S, T)
+#define SK_FNS2(FMT, NR) SK_FNS3(FMT, NR, 0, 0) SK_FNS3(FMT, NR, 0, 1) SK_FNS3(FMT, NR, 1, 0) SK_FNS3(FMT, NR, 1, 1)
+#define SK_FNS(FMT) SK_FNS2(FMT, 1) SK_FNS2(FMT, 2) SK_FNS2(FMT, 3) SK_FNS2(FMT, 4) SK_FNS2(FMT, 5) SK_FNS2(FMT, 6)
+/* FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_W_F32 = 3: literal so that the names paste */
+SK_FNS(0)
+SK_FNS(1)
+SK_FNS(3)
+#define SK_ROW(FMT, P, S, T)                                                                                   \
+    {NULL,                                  sk_block_##FMT##_1_##P##_##S##_##T, sk_block_##FMT##_2_##P##_##S##_##T, \
+     sk_block_##FMT##_3_##P##_##S##_##T, sk_block_##FMT##_4_##P##_##S##_##T, sk_block_##FMT##_5_##P##_##S##_##T, \
+     sk_block_##FMT##_6_##P##_##S##_##T}
+#define SK_ROWS(FMT, S, T) {SK_ROW(FMT, 1, S, T), SK_ROW(FMT, 2, S, T), SK_ROW(FMT, 4, S, T)}
+#define SK_TABLE(FMT) {{SK_ROWS(FMT, 0, 0), SK_ROWS(FMT, 0, 1)}, {SK_ROWS(FMT, 1, 0), SK_ROWS(FMT, 1, 1)}}
+/* [format: bfloat16, float16, float32][k split][tail][prefetch lines per step][rows of x] */
+static const sk_fn SK_BLOCKS[3][2][2][3][SK_NR + 1] = {SK_TABLE(0), SK_TABLE(1), SK_TABLE(3)};
+
+/* x rows [0, nr) (rows xs apart), inputs [k0, k0 + nk), into xp[j][q][16], zero past the row */
+TARGET_SK static void sk_pack_x(const float *x, ptrdiff_t xs, ptrdiff_t nr, ptrdiff_t k0, ptrdiff_t nk, float *xp) {
+    for (ptrdiff_t j = 0; j * 16 < nk; j++) {
+        ptrdiff_t left = nk - j * 16;
+        __mmask16 m = (__mmask16)(left >= 16 ? 0xFFFFu : (1u << left) - 1u);
+        for (ptrdiff_t q = 0; q < nr; q++)
+            _mm512_store_ps(xp + (j * nr + q) * 16, _mm512_maskz_loadu_ps(m, x + q * xs + k0 + j * 16));
+    }
+}
+
+TARGET_SK static void skinny_avx512(const void *w, int fmt, const float *bias, const float *x, ptrdiff_t xs, float *y,
+                                    ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end) {
+    _Alignas(64) float xp[SK_NR * SK_KC];
+    _Alignas(64) __m512 accs[SK_BMAX_K * SK_NR];
+    const ptrdiff_t es = esize_of(fmt), n_groups = (n_rows + SK_NR - 1) / SK_NR;
+    const int table = fmt == FG_W_F32 ? 2 : fmt;
+    /* chunk of rows of w: about SK_CHUNK_BYTES, at most SK_BMAX_K rows when k is split */
+    ptrdiff_t B = SK_CHUNK_BYTES / (n_in * es) / SK_MR * SK_MR;
+    if (B > SK_BMAX) B = SK_BMAX;
+    if (n_in > SK_KC && B > SK_BMAX_K) B = SK_BMAX_K;
+    if (B < SK_MR) B = SK_MR;
+    /* lines to prefetch per k-step so that one chunk's passes cover the next chunk */
+    const ptrdiff_t lines = SK_MR * 16 * es / 64, need = (lines + n_groups - 1) / n_groups;
+    int pfi = need <= 1 ? 0 : need <= 2 ? 1 : 2;
+    for (ptrdiff_t oc = o_begin; oc < o_end; oc += B) {
+        ptrdiff_t oc_end = o_end - oc < B ? o_end : oc + B;
+        uintptr_t pfc = (uintptr_t)w + (uintptr_t)(oc_end * n_in * es);
+        uintptr_t pf_end = pfc + (uintptr_t)((oc_end - oc) * n_in * es);
+        ptrdiff_t n0 = 0;
+        for (ptrdiff_t g = 0; g < n_groups; g++) {
+            ptrdiff_t n1 = (g + 1) * n_rows / n_groups, nr = n1 - n0; /* rows split evenly over the groups */
+            sk_fn blk = SK_BLOCKS[table][n_in > SK_KC][n_in % 16 != 0][pfi][nr];
+            for (ptrdiff_t k0 = 0; k0 < n_in; k0 += SK_KC) {
+                ptrdiff_t nk = n_in - k0 < SK_KC ? n_in - k0 : SK_KC;
+                sk_pack_x(x + n0 * xs, xs, nr, k0, nk, xp);
+                for (ptrdiff_t o = oc; o < oc_end; o += SK_MR) {
+                    ptrdiff_t mr = oc_end - o < SK_MR ? oc_end - o : SK_MR;
+                    blk((const char *)w + o * n_in * es, n_in, mr, k0, nk, xp, accs + (o - oc) * SK_NR, k0 == 0,
+                        k0 + nk == n_in, bias ? bias + o : NULL, y + n0 * ys + o, ys, &pfc, pf_end);
+                }
+            }
+            n0 = n1;
+        }
+    }
+}
+
+/* ---- float32 on AVX2 + FMA: one row of w at a time against up to 4 rows of x (one 8-lane FMA chain
+ * per row, then a horizontal sum and the scalar tail), so each row of w is read once per call ---- */
+#define ROWS_AVX2 4
+
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static void linear_rows_avx2(const float *w, const float *bias, const float *x,
+                                                                  ptrdiff_t xs, float *y, ptrdiff_t ys,
+                                                                  ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
+                                                                  ptrdiff_t o_end) {
+    for (ptrdiff_t o = o_begin; o < o_end; o++) {
+        const float *wo = w + o * n_in;
+        const float b = bias ? bias[o] : 0.f;
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += ROWS_AVX2) {
+            const ptrdiff_t nr = n_rows - r0 < ROWS_AVX2 ? n_rows - r0 : ROWS_AVX2;
+            const float *xr = x + r0 * xs;
+            __m256 s[ROWS_AVX2];
+            for (int r = 0; r < ROWS_AVX2; r++) s[r] = _mm256_setzero_ps();
+            ptrdiff_t k = 0;
+            for (; k + 8 <= n_in; k += 8) {
+                __m256 wv = _mm256_loadu_ps(wo + k);
+                for (int r = 0; r < nr; r++) s[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr + r * xs + k), s[r]);
+            }
+            for (int r = 0; r < nr; r++) {
+                float t = hsum256(s[r]);
+                for (ptrdiff_t j = k; j < n_in; j++) t += wo[j] * xr[r * xs + j];
+                y[(r0 + r) * ys + o] = t + b;
+            }
+        }
+    }
+}
+#endif /* FG_X86 */
+
+void fg_skinny_w16(const uint16_t *w__oi, int fmt, const float *b__o, const float *x__ni, ptrdiff_t x_stride,
+                   float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
+                   ptrdiff_t o_end, int level) {
+    if (n_rows <= 0 || o_end <= o_begin) return;
+#ifdef FG_X86
+    if (level >= FG_AVX512) {
+        skinny_avx512(w__oi, fmt, b__o, x__ni, x_stride, y__no, y_stride, n_rows, n_in, o_begin, o_end);
+        return;
+    }
+#endif
+    (void)level; /* callers use csrc/quant.c's loops there; this keeps the function correct anywhere */
+    fg_qlinear_rows_ref(w__oi, NULL, fmt, b__o, x__ni, x_stride, y__no, y_stride, n_rows, n_in, o_begin, o_end);
+}
+
+void fg_linear_rows_f32(const float *w, const float *bias, const float *x, ptrdiff_t xs, float *y, ptrdiff_t ys,
+                        ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level) {
+    if (n_rows <= 0 || o_end <= o_begin) return;
+#ifdef FG_X86
+    if (level >= FG_AVX512 && has_bw_vl()) {
+        skinny_avx512(w, FG_W_F32, bias, x, xs, y, ys, n_rows, n_in, o_begin, o_end);
+        return;
+    }
+    if (level >= FG_AVX2) {
+        linear_rows_avx2(w, bias, x, xs, y, ys, n_rows, n_in, o_begin, o_end);
+        return;
+    }
+#endif
+    (void)level;
+    for (ptrdiff_t o = o_begin; o < o_end; o++) {
+        const float b = bias ? bias[o] : 0.f;
+        for (ptrdiff_t r = 0; r < n_rows; r++) y[r * ys + o] = fg_dot_f32_ref(w + o * n_in, x + r * xs, n_in) + b;
+    }
+}
