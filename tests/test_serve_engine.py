@@ -328,3 +328,27 @@ def test_echo_scores_the_prompt_like_a_full_forward(kjv):
         best = np.argsort(-row, kind="stable")[:2]
         assert list(top) == best.tolist()
     assert col.finish == {0: "length"} and col.tokens == {0: []}
+
+
+@pytest.mark.parametrize("kv_dtype", ["float16", "bfloat16"])
+def test_serve_kv_dtype_flag_builds_the_engine_on_that_cache(kv_dtype):
+    """``fastgpt serve --kv-dtype`` reaches the engine's cache, and a request gets what Generator
+    gives on a model with the same KV cache dtype (not the float32 cache's tokens)."""
+    from fastgpt.serving.serve import build_engine, serve_parser
+
+    # float32 weights: their default cache is float32, so a 16-bit cache comes from the flag alone
+    args = serve_parser().parse_args(["--model", "kjv-tiny", "--dtype", "float32", "--threads", "1",
+                                      "--kv-dtype", kv_dtype, "--prefill-chunk", str(CHUNK)])
+    engine = build_engine(args)
+    assert engine.model.kv_dtype == kv_dtype
+    assert engine._cache.kv_dtype == kv_dtype
+    tok = Tokenizer.from_pretrained("kjv-tiny")
+    oracle = Model.from_pretrained("kjv-tiny", dtype="float32", num_threads=1, kv_dtype=kv_dtype)
+    oracle.prefill_chunk = CHUNK
+    case = (LONG_PROMPT, dict(max_new_tokens=40), None)
+    want = reference(oracle, tok, [case])[0]
+    with running(engine):
+        got = Collector()
+        submit(engine, tok, case, got)
+        got.wait()
+    check_against(want, got, f"--kv-dtype {kv_dtype}")
