@@ -9,15 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backend import BACKENDS
-from .cli_args import non_negative_int, positive_int
-from .kv_cache import KV_DTYPES
-from .quant import DTYPES
-from .registry import DEFAULT_MODEL, bundled_models
-
-
-class UsageError(ValueError):
-    """A command-line mistake to report in one line."""
+from .cli_args import UsageError, add_model_args, load_model_and_tokenizer, model_name, non_negative_int, positive_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,19 +17,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> None:
-    p.add_argument("--model", "-m", required=model_required,
-                   help="a Hugging Face GPT-2 folder or a bundled model name"
-                        + ("" if model_required else f" (default: {DEFAULT_MODEL})"))
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="kernels to run (default: auto)")
-    p.add_argument("--threads", type=positive_int, default=None, help="threads for kernels and BLAS (default: all cores)")
-    p.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="hold the weight matrices in this dtype (default: as stored: float32, or a converted folder's)")
-    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=None,
-                   help="hold the KV cache in this dtype (default: float32 with float32 weights, float16 with "
-                        "16/8-bit ones)")
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -68,28 +47,6 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-return-sequences", type=positive_int, help="samples per prompt (with --do-sample)")
     g.add_argument("--truncate", choices=["left"],
                    help="drop a too-long prompt's first tokens instead of failing (a note goes to stderr)")
-
-
-def _model_name(args) -> str:
-    if args.model:
-        return args.model
-    if DEFAULT_MODEL in bundled_models():
-        return DEFAULT_MODEL
-    raise UsageError(
-        "no --model given and no bundled model in this install: pass --model DIR, a Hugging Face "
-        "GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt), e.g. one saved by "
-        "transformers' save_pretrained"
-    )
-
-
-def load_model_and_tokenizer(args):
-    from .model import Model
-    from .tokenizer import Tokenizer
-
-    name = _model_name(args)
-    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads, dtype=args.dtype,
-                                  kv_dtype=args.kv_dtype)
-    return model, Tokenizer.from_pretrained(name)
 
 
 def _logit_bias_item(text):
@@ -203,7 +160,7 @@ def cmd_info(args) -> int:
     model, tok = load_model_and_tokenizer(args)
     cfg = model.config
     rows = [
-        ("model", _model_name(args)),
+        ("model", model_name(args)),
         ("layers / width / heads", f"{cfg.n_layer} / {cfg.n_embd} / {cfg.n_head}"),
         ("feed-forward width", cfg.d_ff),
         ("context (n_positions)", cfg.n_positions),
@@ -278,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .convert import add_convert_parser
 
     add_convert_parser(sub)
+
+    from .serving.serve import add_serve_parser
+
+    add_serve_parser(sub)
+
+    from .serving.bench import add_bench_serve_parser
+
+    add_bench_serve_parser(sub)
     return parser
 
 

@@ -1,27 +1,38 @@
-"""Argument types shared by the command-line modules (cli.py, bench.py, convert.py): each turns a
-bad value into the one-line message argparse prints, before anything runs."""
+"""Command-line pieces shared by the ``fastgpt`` commands (generate, bench, serve, ...).
+
+Argument types, the model flags and loading what they name. A module of its own so that the
+commands' modules can import it without importing ``cli.py``, which imports them all.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-
-def _int_at_least(text, low: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if value < low:
-        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
-    return value
+from .backend import BACKENDS
+from .kv_cache import KV_DTYPES
+from .quant import DTYPES
+from .registry import DEFAULT_MODEL, bundled_models
 
 
-def positive_int(text):
-    return _int_at_least(text, 1, "positive")
+class UsageError(ValueError):
+    """A command-line mistake to report in one line."""
 
 
-def non_negative_int(text):
-    return _int_at_least(text, 0, "non-negative")
+def _int_at_least(lo: int, what: str):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < lo:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        return value
+    parse.__name__ = f"{what.replace('-', '_')}_int"    # argparse names the type in errors
+    return parse
+
+
+positive_int = _int_at_least(1, "positive")
+non_negative_int = _int_at_least(0, "non-negative")
 
 
 def positive_int_list(text):
@@ -30,3 +41,38 @@ def positive_int_list(text):
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"each value may appear once, got {text!r}")
     return values
+
+
+def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> None:
+    p.add_argument("--model", "-m", required=model_required,
+                   help="a Hugging Face GPT-2 folder or a bundled model name"
+                        + ("" if model_required else f" (default: {DEFAULT_MODEL})"))
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="kernels to run (default: auto)")
+    p.add_argument("--threads", type=positive_int, default=None, help="threads for kernels and BLAS (default: all cores)")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="hold the weight matrices in this dtype (default: as stored: float32, or a converted folder's)")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=None,
+                   help="hold the KV cache in this dtype (default: float32 with float32 weights, float16 with "
+                        "16/8-bit ones)")
+
+
+def model_name(args) -> str:
+    if args.model:
+        return args.model
+    if DEFAULT_MODEL in bundled_models():
+        return DEFAULT_MODEL
+    raise UsageError(
+        "no --model given and no bundled model in this install: pass --model DIR, a Hugging Face "
+        "GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt), e.g. one saved by "
+        "transformers' save_pretrained"
+    )
+
+
+def load_model_and_tokenizer(args):
+    from .model import Model
+    from .tokenizer import Tokenizer
+
+    name = model_name(args)
+    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads, dtype=args.dtype,
+                                  kv_dtype=args.kv_dtype)
+    return model, Tokenizer.from_pretrained(name)

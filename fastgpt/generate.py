@@ -18,9 +18,11 @@ Design:
 * Rows finish independently (EOS, stop string, length). A finished row keeps being fed a
   pad token so the batch keeps its shape; its outputs are ignored. The loop ends when
   every row has finished.
-* Each step: raw logits -> (optional) log-probabilities -> ``sampling.process_logits``
-  (the processor chain, in the order documented in ``sampling.py``) -> ``sample_token`` or
-  ``greedy_token``. Greedy without any processor is a bare argmax on the raw logits.
+* Each step: raw logits -> ``sampling.process_logits`` (the processor chain, in the order
+  documented in ``sampling.py``) -> ``sample_token`` or ``greedy_token`` -> (optional)
+  log-probabilities. Greedy without any processor is a bare argmax on the raw logits. These
+  per-row rules (and EOS, stop strings, streaming hold-back) live in ``sequence.py``, which the
+  serving engine drives too; this module adds the options, the checks, seeding and the loop.
 * Options are validated up front by :class:`GenerationConfig` and
   ``SamplingParams.validate(vocab_size)``: a bad value raises ``ValueError`` naming the
   option before the model runs.
@@ -56,8 +58,9 @@ import dataclasses
 import difflib
 import numbers
 import warnings
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -65,10 +68,11 @@ from . import memory
 from .beam_search import BeamSearchOutput, beam_search, check_beam_options
 from .kv_cache import KVCache, Workspace
 from .model import Model, TokenIdError
-from .sampling import SamplingParams, greedy_token, log_softmax, process_logits, sample_token
+from .sampling import SamplingParams
+from .sequence import GenerationResult, Sequence, TokenChooser
 
 if TYPE_CHECKING:
-    from .tokenizer import IncrementalDecoder, Tokenizer
+    from .tokenizer import Tokenizer
 
 __all__ = ["GenerationConfig", "GenerationResult", "GenerationTrace", "Generator"]
 
@@ -124,7 +128,7 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0
     logit_bias: dict[int, float] | None = None
     eos_token_id: int | list[int] | None = None
-    stop: str | Sequence[str] | None = None
+    stop: str | SequenceOf[str] | None = None
     seed: int | None = None
     num_return_sequences: int = 1
     truncate: str | None = None
@@ -205,31 +209,6 @@ _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GenerationConfig))
 
 
 @dataclass
-class GenerationResult:
-    """One generated sequence.
-
-    ``text``: the completion (no prompt, no EOS token, cut right before a stop string);
-    None when the Generator has no tokenizer. ``token_ids``: the new ids, including the
-    token that ended the row (EOS, or the one completing a stop string), as transformers
-    returns them. ``logprobs``: one float per entry of ``token_ids``, the log-probability of
-    that token under the model's raw distribution at that step (None unless requested).
-    ``top_logprobs``: per step, a dict ``{token_id: logprob}`` of the ``top_logprobs`` most
-    likely tokens under the same distribution, in decreasing order (ties: lower id first);
-    None unless requested. ``finish_reason``: "length", "stop" or "eos".
-    ``prompt_tokens_dropped``: tokens cut from the prompt's start by ``truncate="left"``.
-    ``score``: with beam search, the hypothesis' score (see ``length_penalty``).
-    """
-
-    text: str | None
-    token_ids: list[int]
-    logprobs: list[float] | None = None
-    top_logprobs: list[dict[int, float]] | None = None
-    finish_reason: str = "length"
-    prompt_tokens_dropped: int = 0
-    score: float | None = None
-
-
-@dataclass
 class GenerationTrace:
     """:meth:`Generator.trace_ids`' answer: ``results`` (as generate_ids with
     ``return_result``) and, per generated position, ``logits`` and ``scores``: (rows, vocab)
@@ -242,162 +221,21 @@ class GenerationTrace:
 
 
 # --------------------------------------------------------------------------------------
-# Stop strings and streaming hold-back, on plain str.
-# --------------------------------------------------------------------------------------
-
-
-def _find_stop(text: str, stops: tuple[str, ...], start: int) -> int:
-    """Index of the earliest stop string occurring in ``text[start:]`` (as a whole), or -1."""
-    best = -1
-    for s in stops:
-        i = text.find(s, start)
-        if i >= 0 and (best < 0 or i < best):
-            best = i
-    return best
-
-
-def _partial_stop_len(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest tail of ``text`` that is a proper prefix of a stop string.
-
-    That tail may still become a stop string, so a stream must hold it back.
-    """
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
-
-
-class _Row:
-    """The state of one sequence: its ids, decoded text, scores and finish reason."""
-
-    __slots__ = ("ctx", "length", "n_prompt", "dropped", "max_new", "eos", "stops",
-                 "max_stop", "decoder", "ids", "text", "released", "finish_reason",
-                 "logprobs", "top_logprobs", "rng")
-
-    def __init__(self, prompt: list[int], dropped: int, max_new: int, eos: frozenset[int],
-                 stops: tuple[str, ...], decoder: IncrementalDecoder | None,
-                 want_logprobs: bool, want_top: bool):
-        self.n_prompt = len(prompt)
-        self.ctx = np.empty(self.n_prompt + max_new, np.int64)   # (L_max,) prompt + new
-        self.ctx[: self.n_prompt] = prompt
-        self.length = self.n_prompt
-        self.dropped = dropped
-        self.max_new = max_new
-        self.eos = eos
-        self.stops = stops
-        self.max_stop = max((len(s) for s in stops), default=0)
-        self.decoder = decoder
-        self.ids: list[int] = []
-        self.text = ""
-        self.released = 0                      # characters of text handed to a stream
-        self.finish_reason: str | None = None
-        self.logprobs: list[float] | None = [] if want_logprobs else None
-        self.top_logprobs: list[dict[int, float]] | None = [] if want_top else None
-        self.rng: np.random.Generator | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def context(self) -> np.ndarray:
-        return self.ctx[: self.length]                      # (L,) view, no copy
-
-    def push(self, token: int) -> None:
-        """Append one generated token and decide whether the row is done."""
-        self.ctx[self.length] = token
-        self.length += 1
-        self.ids.append(token)
-        if token in self.eos:
-            self._finish("eos")
-            return
-        if self.decoder is not None:
-            piece = self.decoder.push(token)
-            if piece and self._add_text(piece):
-                self.finish_reason = "stop"
-                return
-        if len(self.ids) >= self.max_new:
-            self._finish("length")
-
-    def finish_empty(self) -> None:
-        self.finish_reason = "length"
-
-    def _add_text(self, piece: str) -> bool:
-        """Append decoded text; on a stop string cut the text before it and return True."""
-        # A new match must end inside `piece`, so it starts at most max_stop - 1 before it.
-        start = max(0, len(self.text) - self.max_stop + 1)
-        self.text += piece
-        if not self.stops:
-            return False
-        cut = _find_stop(self.text, self.stops, start)
-        if cut < 0:
-            return False
-        self.text = self.text[:cut]
-        return True
-
-    def _finish(self, reason: str) -> None:
-        if self.decoder is not None:
-            # Bytes of an unfinished character become U+FFFD, as Tokenizer.decode does.
-            tail = self.decoder.flush()
-            if tail and self._add_text(tail):
-                reason = "stop"
-        self.finish_reason = reason
-
-    def release(self) -> str:
-        """Text that is final: not an unfinished character, not a possible stop prefix."""
-        end = len(self.text)
-        if not self.finished and self.stops:
-            end -= _partial_stop_len(self.text, self.stops)
-        if end <= self.released:
-            return ""
-        piece = self.text[self.released:end]
-        self.released = end
-        return piece
-
-    def result(self) -> GenerationResult:
-        return GenerationResult(
-            text=self.text if self.decoder is not None else None,
-            token_ids=list(self.ids),
-            logprobs=self.logprobs,
-            top_logprobs=self.top_logprobs,
-            finish_reason=self.finish_reason or "length",
-            prompt_tokens_dropped=self.dropped,
-        )
-
-
-# --------------------------------------------------------------------------------------
 # One call: validated settings, the rows, and the decode loop.
 # --------------------------------------------------------------------------------------
 
 
 class _Run:
-    """Everything one generate call needs, validated on construction; ``steps()`` runs it."""
+    """One generate call: its validated sequences and the decode loop; ``steps()`` runs it."""
 
     def __init__(self, gen: "Generator", prompts: list[list[int]], cfg: GenerationConfig, *,
                  need_text: bool, want_logprobs: bool, top_logprobs: int):
-        model = gen.model
-        V = model.config.vocab_size
-        self.model = model
+        self.model = gen.model
         self.cfg = cfg
         self.trace: tuple[list, list] | None = None      # (raw logits, scores) per step, when traced
-        self.eos = gen._resolve_eos(cfg.eos_token_id)
-        self.params = cfg.sampling_params(self.eos).validate(V)
-        stops = cfg.stop_strings()
-        if stops and gen.tokenizer is None:
-            raise ValueError("`stop` strings are matched on decoded text: this Generator has no "
-                             "tokenizer; pass one to Generator(model, tokenizer)")
-        if need_text:
-            gen._require_tokenizer()
-        if not isinstance(want_logprobs, (bool, np.bool_)):
-            raise ValueError(f"`return_logprobs` must be a bool, got {want_logprobs!r}.")
-        if not _is_int(top_logprobs) or not 0 <= top_logprobs <= V:
-            raise ValueError(f"`top_logprobs` must be an integer in [0, {V}] (the vocabulary "
-                             f"size), got {top_logprobs!r}.")
-        self.top_n = int(top_logprobs)
-        self.want_logprobs = bool(want_logprobs) or self.top_n > 0
+        self.rows = gen.new_sequences(prompts, cfg, need_text=need_text,
+                                      return_logprobs=want_logprobs, top_logprobs=top_logprobs)
+        self.want_logprobs = self.rows[0].chooser.want_logprobs
         ignored = cfg.ignored_options()
         if ignored:
             warnings.warn(
@@ -406,41 +244,9 @@ class _Run:
                 "act when sampling. Pass do_sample=True to sample (greedy decoding is argmax).",
                 UserWarning, stacklevel=3)   # -> the caller of generate/stream
 
-        decode = need_text or bool(stops)
-        eos = frozenset(self.eos)
-        fitted = [gen._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, cfg)
-                  for i, p in enumerate(prompts)]
-        _check_memory(model, fitted, cfg)
-        self.rows = [
-            _Row(ids, dropped, cfg.max_new_tokens, eos, stops,
-                 gen.tokenizer.decoder() if decode else None,
-                 self.want_logprobs, self.top_n > 0)
-            for ids, dropped in fitted for _ in range(cfg.num_return_sequences)
-        ]
-        if self.params.do_sample:
-            children = np.random.SeedSequence(cfg.seed).spawn(len(self.rows))
-            for row, child in zip(self.rows, children):
-                row.rng = np.random.default_rng(child)
-        p = self.params
-        # Greedy with every processor at its neutral value is argmax of the raw logits.
-        self.plain_greedy = not p.do_sample and (
-            p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
-            and p.frequency_penalty == 0.0 and p.no_repeat_ngram_size == 0
-            and not p.logit_bias and (p.min_new_tokens == 0 or not self.eos)
-        )
-
-    def _score(self, row: _Row, logits: np.ndarray, token: int) -> None:
-        # logits: (V,) raw scores of this step.
-        lp = log_softmax(logits)                                   # (V,) float64
-        row.logprobs.append(float(lp[token]))
-        if self.top_n:
-            top = np.argpartition(-lp, self.top_n - 1)[: self.top_n]  # (N,) unordered
-            top = top[np.lexsort((top, -lp[top]))]                # by logprob desc, id asc
-            row.top_logprobs.append({int(t): float(lp[t]) for t in top})
-
-    def steps(self) -> Iterator[list[_Row]]:
+    def steps(self) -> Iterator[list[Sequence]]:
         """Run the decode loop, yielding the rows after each generated position."""
-        rows, model, params = self.rows, self.model, self.params
+        rows, model = self.rows, self.model
         max_new = self.cfg.max_new_tokens
         if max_new == 0:
             for row in rows:
@@ -453,26 +259,17 @@ class _Run:
         cache.set_left_padding([P - row.n_prompt for row in rows])
         ids = np.full((B, P), _PAD_ID, np.int64)                    # (B, P) left-padded
         for b, row in enumerate(rows):
-            ids[b, P - row.n_prompt:] = row.context
+            ids[b, P - row.n_prompt:] = row.prompt
         logits = model.forward(ids, cache=cache, last_only=True)    # (B, V), cache workspace
         token_buf = np.full((B, 1), _PAD_ID, np.int64)              # (B, 1) reused each step
-        scratch = None if self.plain_greedy else np.empty((B, V), np.float32)
+        scratch = None if rows[0].chooser.plain_greedy else np.empty((B, V), np.float32)
         while True:
             active = None if self.trace is None else np.array([not row.finished for row in rows])
             for b, row in enumerate(rows):
                 if row.finished:
                     token_buf[b, 0] = _PAD_ID
                     continue
-                x = logits[b]                                       # (V,) raw
-                if self.plain_greedy:
-                    token = greedy_token(x)
-                else:
-                    scores = process_logits(x, params, row.context, row.n_prompt, out=scratch[b])
-                    token = sample_token(scores, row.rng) if params.do_sample else greedy_token(scores)
-                if self.want_logprobs:
-                    self._score(row, x, token)
-                row.push(token)
-                token_buf[b, 0] = token
+                token_buf[b, 0] = row.advance(logits[b], None if scratch is None else scratch[b])
             if active is not None:
                 self._record(logits, scratch, active)
             yield rows
@@ -489,7 +286,7 @@ class _Run:
         self.trace[0].append(raw)
         self.trace[1].append(scores)
 
-    def run(self) -> list[_Row]:
+    def run(self) -> list[Sequence]:
         for _ in self.steps():
             pass
         return self.rows
@@ -553,6 +350,49 @@ class Generator:
         ids = [eos] if _is_int(eos) else list(eos)
         # An id outside the vocabulary can never be generated: drop it.
         return [int(i) for i in ids if i < self.model.config.vocab_size]
+
+    def new_sequences(self, prompts: list[list[int]], config: GenerationConfig, *,
+                      need_text: bool = True, return_logprobs: bool = False,
+                      top_logprobs: int = 0, check_memory: bool = True) -> list[Sequence]:
+        """The sequences a call on ``prompts`` (lists of ids) runs, checked and seeded.
+
+        Prompt-major: prompt ``i``'s ``j``-th of ``config.num_return_sequences`` sequences is
+        item ``i * n + j``, and when sampling it draws from its own
+        ``default_rng(SeedSequence(config.seed).spawn(len(items))[i * n + j])``. Raises
+        ValueError naming the option or prompt at fault (ids, length, stop without a
+        tokenizer) and MemoryLimitError when ``check_memory`` and the call's own cache could not
+        fit (a caller that decodes into a cache it already holds passes False). Each sequence is
+        driven by :meth:`Sequence.advance`; this is how the serving engine runs a request
+        exactly as a call here would.
+        """
+        V = self.model.config.vocab_size
+        eos = self._resolve_eos(config.eos_token_id)
+        params = config.sampling_params(eos).validate(V)
+        stops = config.stop_strings()
+        if stops and self.tokenizer is None:
+            raise ValueError("`stop` strings are matched on decoded text: this Generator has no "
+                             "tokenizer; pass one to Generator(model, tokenizer)")
+        if need_text:
+            self._require_tokenizer()
+        if not isinstance(return_logprobs, (bool, np.bool_)):
+            raise ValueError(f"`return_logprobs` must be a bool, got {return_logprobs!r}.")
+        if not _is_int(top_logprobs) or not 0 <= top_logprobs <= V:
+            raise ValueError(f"`top_logprobs` must be an integer in [0, {V}] (the vocabulary "
+                             f"size), got {top_logprobs!r}.")
+        chooser = TokenChooser(params, return_logprobs, top_logprobs)
+        decode = need_text or bool(stops)
+        eos_set = frozenset(eos)
+        fitted = [self._fit_prompt("the prompt" if len(prompts) == 1 else f"prompt {i}", p, config)
+                  for i, p in enumerate(prompts)]
+        if check_memory:
+            _check_memory(self.model, fitted, config)
+        n = len(fitted) * config.num_return_sequences
+        rngs = ([np.random.default_rng(child) for child in np.random.SeedSequence(config.seed).spawn(n)]
+                if params.do_sample else [None] * n)
+        items = [(ids, dropped) for ids, dropped in fitted for _ in range(config.num_return_sequences)]
+        return [Sequence(ids, dropped, config.max_new_tokens, eos_set, stops,
+                         self.tokenizer.decoder() if decode else None, chooser, rng)
+                for (ids, dropped), rng in zip(items, rngs)]
 
     def _fit_prompt(self, where: str, ids: list[int], cfg: GenerationConfig) -> tuple[list[int], int]:
         """Check one prompt's ids and length; returns (ids to use, tokens dropped)."""
@@ -706,7 +546,6 @@ class Generator:
         rows = run.run()
         out = [row.result() if as_result else list(row.ids) for row in rows]
         return out[0] if single and cfg.num_return_sequences == 1 else out
-
 
     def trace_ids(self, prompt_ids, max_new_tokens: int | None = None, *, config: GenerationConfig | None = None,
                   **options) -> "GenerationTrace":
