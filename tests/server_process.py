@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import importlib.util
 
@@ -57,9 +58,12 @@ class ServerProcess:
 
     def start(self, wait: bool = True) -> "ServerProcess":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # `python -m` puts its working directory first on sys.path: started from a source checkout
+        # it would import that tree (without built kernels), not the fastgpt the tests run.
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "fastgpt", "serve", *self.args],
-                                         stdout=out, stderr=subprocess.STDOUT, env=env)
+                                         stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         cwd=Path(self.log_path).parent)
         if wait:
             self.wait_ready()
         return self

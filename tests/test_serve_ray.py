@@ -47,6 +47,10 @@ def cluster():
     env = {**LOOPBACK_ENV, "RAY_TMPDIR": temp_dir}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # Ray's workers put the driver's working directory on sys.path: from a source checkout they
+    # would import that tree (without built kernels), not the fastgpt the tests run.
+    cwd = os.getcwd()
+    os.chdir(temp_dir)
     metrics_port, http_port = free_port(), free_port()
     try:
         ray.init(address="local", _node_ip_address="127.0.0.1", _temp_dir=temp_dir, num_cpus=2,
@@ -59,6 +63,7 @@ def cluster():
             serve.shutdown()
         finally:
             ray.shutdown()
+            os.chdir(cwd)
             os.environ.update({k: v for k, v in saved.items() if v is not None})
             for k in (k for k, v in saved.items() if v is None):
                 os.environ.pop(k, None)

@@ -53,6 +53,8 @@ def ray_env(monkeypatch):
     lines) and loopback-only Ray; afterwards, no process of that instance may remain."""
     temp_dir = short_temp_dir()
     monkeypatch.setenv("RAY_TMPDIR", temp_dir)
+    # Commands started from a source checkout would import that tree (without built kernels).
+    monkeypatch.chdir(temp_dir)
     for key, value in LOOPBACK_ENV.items():
         monkeypatch.setenv(key, value)
     yield temp_dir
