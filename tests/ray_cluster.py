@@ -69,32 +69,25 @@ def _holds_open(process: Path, folder: str) -> bool:
 def stop_processes(text: str, grace: float = 10.0) -> None:
     """What `ray stop` does, by pid and only for the processes mentioning ``text`` (a cluster that
     `ray start` made): SIGTERM, then SIGKILL what is still there after ``grace`` seconds."""
-    for pid in processes_mentioning(text):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while processes_mentioning(text) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    _kill(processes_mentioning(text))
+    _signal(processes_mentioning(text), signal.SIGTERM)
+    end_processes(text, grace)
 
 
-def _kill(pids) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def end_processes(text: str) -> dict[int, str]:
-    """Wait up to EXIT_TIMEOUT for the processes mentioning ``text`` to exit; SIGKILL the rest by
-    pid. Returns those that had to be killed (they were left behind)."""
-    deadline = time.monotonic() + EXIT_TIMEOUT
+def end_processes(text: str, timeout: float = EXIT_TIMEOUT) -> dict[int, str]:
+    """Wait up to ``timeout`` seconds for the processes mentioning ``text`` to exit; SIGKILL the
+    rest by pid. Returns those that had to be killed (they were left behind)."""
+    deadline = time.monotonic() + timeout
     left = processes_mentioning(text)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
         left = processes_mentioning(text)
-    _kill(left)
+    _signal(left, signal.SIGKILL)
     return left
+
+
+def _signal(pids, sig) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
