@@ -133,10 +133,11 @@ attend_avx512(const float *q, const void *k, const void *v, ptrdiff_t d, ptrdiff
         }
         _mm_storeu_ps(scores + j, reduce4_512(s0, s1, s2, s3));
     }
-    for (; j < last; j++) {
+    for (; j < last; j++) { /* reduced as in a group of four: a key's score does not depend on where it falls */
         __m512 s = _mm512_mul_ps(qv[0], kv_load16(k, j * d, FMT));
         for (int c = 1; c < nv; c++) s = _mm512_fmadd_ps(qv[c], kv_load16(k, j * d + 16 * c, FMT), s);
-        scores[j] = _mm512_reduce_add_ps(s);
+        const __m512 zero = _mm512_setzero_ps();
+        scores[j] = _mm_cvtss_f32(reduce4_512(s, zero, zero, zero));
     }
 
     const float inv = softmax_unnormalised_avx512(scores + first, last - first);

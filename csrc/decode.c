@@ -1,4 +1,7 @@
-/* One decode step of the whole GPT-2 stack in one parallel region.
+/* One decode step of the whole GPT-2 stack in one parallel region: one new token for each of many
+ * cache rows, a short prompt's tokens, or both at once (a server's step that feeds prompt pieces
+ * beside its decoding rows). A token's key and value are stored in a phase of their own, before
+ * any token attends, so that a prompt's tokens see each other's keys.
  *
  * Decoding a token of a 124M model makes ~50 matrix-vector products of 0.02-0.5 ms each, with
  * small ops between them. Run op by op from Python, every product pays a fork/join of the
@@ -41,30 +44,28 @@ static int needs_prep(const fg_matrix *m, int qlevel) {
     return m->fmt != FG_W_F32 && fg_qprep_bytes(m->fmt, 1, m->n_in, qlevel) > 0;
 }
 
-/* x's units of FG_PREP_ROWS rows [u for u = tid, tid + nt, ...] prepared for m's kernel (int8 and
- * bfloat16 on AMX, int8 on AVX512-VNNI). */
-static void prep_rows(const fg_decoder *d, const fg_matrix *m, const float *x, int nt, int tid) {
+/* x's (n rows) units of FG_PREP_ROWS rows [u for u = tid, tid + nt, ...] prepared for m's kernel
+ * (int8 and bfloat16 on AMX, int8 on AVX512-VNNI). */
+static void prep_rows(const fg_decoder *d, const fg_matrix *m, const float *x, ptrdiff_t n, int nt, int tid) {
     if (!needs_prep(m, d->qlevel)) return;
-    for (ptrdiff_t r = tid * FG_PREP_ROWS; r < d->n_rows; r += nt * FG_PREP_ROWS)
-        fg_qprep_x_rows(m->fmt, x, m->n_in, d->n_rows, m->n_in, r, min_pd(r + FG_PREP_ROWS, d->n_rows), d->prep,
-                        d->qlevel);
+    for (ptrdiff_t r = tid * FG_PREP_ROWS; r < n; r += nt * FG_PREP_ROWS)
+        fg_qprep_x_rows(m->fmt, x, m->n_in, n, m->n_in, r, min_pd(r + FG_PREP_ROWS, n), d->prep, d->qlevel);
 }
 
-/* y = x @ m.T + b over this thread's band [o0, o1). */
-static void product(const fg_decoder *d, const fg_matrix *m, const float *x, float *y, int nt, int tid,
+/* y = x @ m.T + b for x's n rows, over this thread's band [o0, o1). */
+static void product(const fg_decoder *d, const fg_matrix *m, const float *x, ptrdiff_t n, float *y, int nt, int tid,
                     ptrdiff_t *o0, ptrdiff_t *o1) {
     band_of(m->n_out, nt, tid, o0, o1);
-    if (*o0 >= *o1) return;
+    if (*o0 >= *o1 || n == 0) return;
     if (m->fmt == FG_W_F32)
-        fg_linear_rows_f32((const float *)m->w, m->b, x, m->n_in, y, m->n_out, d->n_rows, m->n_in, *o0, *o1, d->level);
+        fg_linear_rows_f32((const float *)m->w, m->b, x, m->n_in, y, m->n_out, n, m->n_in, *o0, *o1, d->level);
     else
-        fg_qlinear_rows(m->w, m->s, m->fmt, m->b, x, m->n_in, d->prep, y, m->n_out, d->n_rows, m->n_in, *o0, *o1,
-                        d->qlevel);
+        fg_qlinear_rows(m->w, m->s, m->fmt, m->b, x, m->n_in, d->prep, y, m->n_out, n, m->n_in, *o0, *o1, d->qlevel);
 }
 
 /* x[:, o0:o1] += y[:, o0:o1]: the residual add, on the band this thread just wrote. */
 static void add_band(const fg_decoder *d, float *x, const float *y, ptrdiff_t o0, ptrdiff_t o1) {
-    for (ptrdiff_t r = 0; r < d->n_rows; r++)
+    for (ptrdiff_t r = 0; r < d->n_items; r++)
         for (ptrdiff_t o = o0; o < o1; o++) x[r * d->n_embd + o] = x[r * d->n_embd + o] + y[r * d->n_embd + o];
 }
 
@@ -73,32 +74,41 @@ static const void *kv_row(const void *kv, ptrdiff_t at, int kv_fmt) {
     return (const char *)kv + at * (kv_fmt == FG_W_F32 ? 4 : 2);
 }
 
-/* Keys that row b's new token attends over: its visible slots. */
-static ptrdiff_t row_keys(const fg_decoder *d, ptrdiff_t b) {
+/* Keys that item b's token attends over: its row's visible slots up to its own. */
+static ptrdiff_t item_keys(const fg_decoder *d, ptrdiff_t b) {
     const ptrdiff_t r = d->rows[b], pos = d->slots[b];
     return pos + 1 - (d->start[r] <= pos ? d->start[r] : pos);
 }
 
-/* Each (row, head) appends its key and value at its row's slot and attends over its visible slots.
- * Rows of a server's batch sit at different lengths, so the threads split the (row, head) items by
- * keys read, not by count: thread tid takes the items that start in its share of the total. */
+/* Every item appends its key and value at its row's slot; split by count (any split will do). */
+static void store_items(const fg_decoder *d, const fg_block *blk, int nt, int tid) {
+    const ptrdiff_t C = d->n_embd, H = d->n_head, D = d->head_dim, S = d->n_slots;
+    for (ptrdiff_t i = tid; i < d->n_items * H; i += nt) {
+        const ptrdiff_t b = i / H, hh = i % H, at = (d->rows[b] * H + hh) * S * D + d->slots[b] * D;
+        const float *q = d->qkv + b * 3 * C + hh * D;
+        fg_kv_store(q + C, blk->k, at, d->kv_fmt, D, d->level);
+        fg_kv_store(q + 2 * C, blk->v, at, d->kv_fmt, D, d->level);
+    }
+}
+
+/* Each (item, head) attends over its row's visible slots up to its own. The keys of a prompt's
+ * tokens in this step were stored by store_items before the barrier that precedes this. Items sit
+ * at different lengths (a server's batch, a prompt), so the threads split the (item, head) pairs
+ * by keys read, not by count: thread tid takes the pairs that start in its share of the total. */
 static void attend_items(const fg_decoder *d, const fg_block *blk, int nt, int tid) {
     const ptrdiff_t C = d->n_embd, H = d->n_head, D = d->head_dim, S = d->n_slots;
     const float scale = (float)(1.0 / sqrt((double)D));
     float *scores = d->scores + tid * d->scores_stride;
     ptrdiff_t total = 0, done = 0;
-    for (ptrdiff_t b = 0; b < d->n_rows; b++) total += H * row_keys(d, b);
+    for (ptrdiff_t b = 0; b < d->n_items; b++) total += H * item_keys(d, b);
     const ptrdiff_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
-    for (ptrdiff_t b = 0; b < d->n_rows; b++) {
-        const ptrdiff_t keys = row_keys(d, b), r = d->rows[b], pos = d->slots[b];
+    for (ptrdiff_t b = 0; b < d->n_items; b++) {
+        const ptrdiff_t keys = item_keys(d, b), r = d->rows[b], pos = d->slots[b];
         for (ptrdiff_t hh = 0; hh < H; hh++, done += keys) {
             if (done < lo || done >= hi) continue;
-            const float *q = d->qkv + b * 3 * C + hh * D;
             const ptrdiff_t at = (r * H + hh) * S * D;
-            fg_kv_store(q + C, blk->k, at + pos * D, d->kv_fmt, D, d->level);
-            fg_kv_store(q + 2 * C, blk->v, at + pos * D, d->kv_fmt, D, d->level);
-            fg_attend_one(q, kv_row(blk->k, at, d->kv_fmt), kv_row(blk->v, at, d->kv_fmt), d->kv_fmt, D, pos + 1 - keys,
-                          pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
+            fg_attend_one(d->qkv + b * 3 * C + hh * D, kv_row(blk->k, at, d->kv_fmt), kv_row(blk->v, at, d->kv_fmt),
+                          d->kv_fmt, D, pos + 1 - keys, pos + 1, scale, scores, d->attn + b * C + hh * D, d->level);
         }
     }
 }
@@ -107,22 +117,24 @@ static void attend_items(const fg_decoder *d, const fg_block *blk, int nt, int t
 static void residual_product(const fg_decoder *d, const fg_matrix *m, const float *in, int nt, int tid) {
     ptrdiff_t o0, o1;
     if (needs_prep(m, d->qlevel)) {
-        prep_rows(d, m, in, nt, tid);
+        prep_rows(d, m, in, d->n_items, nt, tid);
         FG_BARRIER();
     }
-    product(d, m, in, d->h, nt, tid, &o0, &o1);
+    product(d, m, in, d->n_items, d->h, nt, tid, &o0, &o1);
     add_band(d, d->x, d->h, o0, o1);
     FG_BARRIER();
 }
 
-/* m's input: out = layer_norm(x) * g + b, split by units of FG_PREP_ROWS rows, each unit prepared
- * for m's kernel by the thread that normed it; then the team waits. */
-static void normed_input(const fg_decoder *d, const float *g, const float *b, const fg_matrix *m, float *out, int nt,
-                         int tid) {
-    for (ptrdiff_t r0 = tid * FG_PREP_ROWS; r0 < d->n_rows; r0 += nt * FG_PREP_ROWS)
-        for (ptrdiff_t r = r0; r < min_pd(r0 + FG_PREP_ROWS, d->n_rows); r++)
-            fg_layer_norm_row_f32(d->x + r * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd, d->level);
-    prep_rows(d, m, out, nt, tid);
+/* m's input: out[r] = layer_norm(x[pick ? pick[r] : r]) * g + b for r < n, split by units of
+ * FG_PREP_ROWS rows, each unit prepared for m's kernel by the thread that normed it; then the team
+ * waits. */
+static void normed_input(const fg_decoder *d, const float *g, const float *b, const fg_matrix *m, const int64_t *pick,
+                         ptrdiff_t n, float *out, int nt, int tid) {
+    for (ptrdiff_t r0 = tid * FG_PREP_ROWS; r0 < n; r0 += nt * FG_PREP_ROWS)
+        for (ptrdiff_t r = r0; r < min_pd(r0 + FG_PREP_ROWS, n); r++)
+            fg_layer_norm_row_f32(d->x + (pick ? pick[r] : r) * d->n_embd, g, b, d->n_embd, d->eps,
+                                  out + r * d->n_embd, d->level);
+    prep_rows(d, m, out, n, nt, tid);
     FG_BARRIER();
 }
 
@@ -132,22 +144,24 @@ static void decode_thread(const fg_decoder *d, int nt, int tid) {
     for (ptrdiff_t layer = 0; layer < d->n_layer; layer++) {
         const fg_block *blk = &d->blocks[layer];
 
-        normed_input(d, blk->ln1_g, blk->ln1_b, &blk->qkv, d->h, nt, tid);
-        product(d, &blk->qkv, d->h, d->qkv, nt, tid, &o0, &o1);
+        normed_input(d, blk->ln1_g, blk->ln1_b, &blk->qkv, NULL, d->n_items, d->h, nt, tid);
+        product(d, &blk->qkv, d->h, d->n_items, d->qkv, nt, tid, &o0, &o1);
+        FG_BARRIER();
+        store_items(d, blk, nt, tid);
         FG_BARRIER();
         attend_items(d, blk, nt, tid);
         FG_BARRIER();
         residual_product(d, &blk->attn_proj, d->attn, nt, tid);
 
-        normed_input(d, blk->ln2_g, blk->ln2_b, &blk->fc, d->h, nt, tid);
-        product(d, &blk->fc, d->h, d->ff, nt, tid, &o0, &o1);
-        for (ptrdiff_t r = 0; r < d->n_rows && o0 < o1; r++)
+        normed_input(d, blk->ln2_g, blk->ln2_b, &blk->fc, NULL, d->n_items, d->h, nt, tid);
+        product(d, &blk->fc, d->h, d->n_items, d->ff, nt, tid, &o0, &o1);
+        for (ptrdiff_t r = 0; r < d->n_items && o0 < o1; r++)
             fg_activation_f32(d->ff + r * F + o0, d->ff + r * F + o0, o1 - o0, d->act_kind, d->level);
         FG_BARRIER();
         residual_product(d, &blk->proj, d->ff, nt, tid);
     }
-    normed_input(d, d->lnf_g, d->lnf_b, &d->head, d->last, nt, tid);
-    product(d, &d->head, d->last, d->logits, nt, tid, &o0, &o1);
+    normed_input(d, d->lnf_g, d->lnf_b, &d->head, d->logit_items, d->n_logits, d->last, nt, tid);
+    product(d, &d->head, d->last, d->n_logits, d->logits, nt, tid, &o0, &o1);
 }
 
 ptrdiff_t fg_decode_prep_bytes(ptrdiff_t n_rows, ptrdiff_t n_embd, ptrdiff_t n_ff, int qlevel) {
@@ -160,12 +174,14 @@ ptrdiff_t fg_decode_prep_bytes(ptrdiff_t n_rows, ptrdiff_t n_embd, ptrdiff_t n_f
     return most;
 }
 
-void fg_decode_step(const fg_decoder *dec, ptrdiff_t n_rows, const int64_t *rows, const int64_t *slots,
-                    int n_threads) {
-    fg_decoder d = *dec; /* this step's rows: the first n_rows of the workspace */
-    d.n_rows = n_rows;
+void fg_decode_step(const fg_decoder *dec, ptrdiff_t n_items, const int64_t *rows, const int64_t *slots,
+                    ptrdiff_t n_logits, const int64_t *logit_items, int n_threads) {
+    fg_decoder d = *dec; /* this step's items: the first n_items rows of the workspace */
+    d.n_items = n_items;
     d.rows = rows;
     d.slots = slots;
+    d.n_logits = n_logits;
+    d.logit_items = logit_items;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads)
     decode_thread(&d, omp_get_num_threads(), omp_get_thread_num());

@@ -206,11 +206,12 @@ typedef struct {
     void *k, *v; /* this layer's cache [cache rows, n_head, n_slots, head_dim], in the decoder's kv_fmt */
 } fg_block;
 
-/* Rows of the workspace are contiguous: x, h, attn, last [n_rows, n_embd], qkv [n_rows, 3 n_embd],
- * ff [n_rows, n_ff], logits [n_rows, head.n_out]. prep: fg_decode_prep_bytes(), 64-byte aligned.
- * scores: one row of at least n_slots floats per thread, scores_stride apart. */
+/* Rows of the workspace are contiguous: x, h, attn [n_items, n_embd], qkv [n_items, 3 n_embd],
+ * ff [n_items, n_ff], last [n_logits, n_embd], logits [n_logits, head.n_out]. prep:
+ * fg_decode_prep_bytes() for the most items, 64-byte aligned. scores: one row of at least n_slots
+ * floats per thread, scores_stride apart. */
 typedef struct {
-    ptrdiff_t n_layer, n_rows, n_embd, n_head, head_dim, n_ff, n_slots;
+    ptrdiff_t n_layer, n_embd, n_head, head_dim, n_ff, n_slots;
     float eps;
     int act_kind, level, qlevel; /* level: fg_simd_level(); qlevel: fg_quant_level() (or lower) */
     int kv_fmt;                  /* the cache's FG_W_F32, FG_Q_F16 or FG_Q_BF16 */
@@ -218,20 +219,25 @@ typedef struct {
     const float *lnf_g, *lnf_b;
     fg_matrix head;
     const int64_t *start;        /* first real slot of each cache row (left padding) */
-    const int64_t *rows, *slots; /* set by fg_decode_step: workspace row b is cache row rows[b], at slots[b] */
+    /* set by fg_decode_step: workspace row b is a token of cache row rows[b], at slot slots[b];
+     * last[j] = ln_f(x[logit_items[j]]) (x[j] when logit_items is NULL) */
+    ptrdiff_t n_items, n_logits;
+    const int64_t *rows, *slots, *logit_items;
     float *x, *h, *qkv, *attn, *ff, *last, *logits;
     void *prep;
     float *scores;
     ptrdiff_t scores_stride;
 } fg_decoder;
 
-/* One new token for each of n_rows cache rows (rows[b] at slot slots[b]; n_rows <= dec->n_rows, the
- * workspace's capacity; distinct rows): x's first n_rows rows hold their embeddings on entry and the
- * last block's output on return; every block's key and value are appended at the rows' slots;
- * last = ln_f(x); logits = head(last). Bitwise the result of running the same kernels op by op
- * (see csrc/decode.c). */
+/* n_items new tokens through every block: item b is a token of cache row rows[b] at slot slots[b]
+ * (the caller checks: slots in range, and the items of one cache row at consecutive slots after
+ * that row's cached ones, so that each attends over keys that are stored: a decode step of many
+ * rows, a prompt's tokens, or both at once). x's first n_items rows hold their embeddings on entry
+ * and the last block's output on return; every block's keys and values are appended at the items'
+ * slots; last = ln_f of the n_logits items in logit_items (all items, in order, when NULL);
+ * logits = head(last). Bitwise the result of running the same kernels op by op (csrc/decode.c). */
 ptrdiff_t fg_decode_prep_bytes(ptrdiff_t n_rows, ptrdiff_t n_embd, ptrdiff_t n_ff, int qlevel);
-void fg_decode_step(const fg_decoder *dec, ptrdiff_t n_rows, const int64_t *rows, const int64_t *slots,
-                    int n_threads);
+void fg_decode_step(const fg_decoder *dec, ptrdiff_t n_items, const int64_t *rows, const int64_t *slots,
+                    ptrdiff_t n_logits, const int64_t *logit_items, int n_threads);
 
 #endif

@@ -71,6 +71,10 @@ class CythonBackend(NumpyBackend):
     def add(self, x, y, out):
         return _elementwise.add(x, y, out)
 
+    @property
+    def max_fused_tokens(self) -> int:
+        return SKINNY_MAX_ROWS if self.fuse_decode else 0
+
     def decoder(self, weights, config, cache, ws, n_rows):
         """The fused step for this cache and workspace, built once and kept in the workspace."""
         if not self.fuse_decode:

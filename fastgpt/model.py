@@ -35,6 +35,8 @@ from .weights import GPT2Weights
 
 #: llama.cpp's default ubatch: long enough that a chunk's products run at GEMM speed.
 DEFAULT_PREFILL_CHUNK = 512
+_NO_TOKENS = np.empty(0, np.int64)      # a fused chunk that needs no logits
+_NO_TOKENS.flags.writeable = False
 
 
 class TokenIdError(ValueError):
@@ -225,22 +227,88 @@ class Model:
         with cache.in_use():                   # the fit is checked against what no other call can change
             row_idx = self._check_cache(cache, rows, B, T)
             self.backend.threads.apply()
-            chunk = self._prefill_chunk
-            if T <= chunk:
-                logits = self._forward_chunk(arr, cache, row_idx, "last" if last_only else "all")
-            else:
-                logits = None if last_only else np.empty((B, T, self.config.vocab_size), np.float32)
-                for t0 in range(0, T, chunk):
-                    t1 = min(T, t0 + chunk)
-                    head = "all" if not last_only else "last" if t1 == T else None
-                    part = self._forward_chunk(arr[:, t0:t1], cache, row_idx, head)
-                    if last_only:
-                        logits = part
-                    else:
-                        logits[:, t0:t1] = part
+            logits = self._forward_checked(arr, cache, row_idx, last_only)
         return logits[0] if squeeze else logits
 
+    def _forward_checked(self, arr: np.ndarray, cache: KVCache, row_idx: np.ndarray, last_only: bool) -> np.ndarray:
+        """forward's pass, its arguments checked: in chunks of at most prefill_chunk tokens."""
+        B, T = arr.shape
+        chunk = self._prefill_chunk
+        if T <= chunk:
+            return self._forward_chunk(arr, cache, row_idx, "last" if last_only else "all")
+        logits = None if last_only else np.empty((B, T, self.config.vocab_size), np.float32)
+        for t0 in range(0, T, chunk):
+            t1 = min(T, t0 + chunk)
+            head = "all" if not last_only else "last" if t1 == T else None
+            part = self._forward_chunk(arr[:, t0:t1], cache, row_idx, head)
+            if last_only:
+                logits = part
+            else:
+                logits[:, t0:t1] = part
+        return logits
+
     __call__ = forward
+
+    @property
+    def max_fused_tokens(self) -> int:
+        """The most new tokens (rows x tokens) that one pass runs as one fused call of the
+        backend: a decode step of that many rows, a prompt of that many tokens, or a mix of
+        them (:meth:`forward_rows`). 0 when the backend has no fused step (the NumPy reference)."""
+        return self.backend.max_fused_tokens
+
+    def forward_rows(self, ids, cache: KVCache, rows, logit_rows=None) -> np.ndarray:
+        """The last position's logits of several cache rows at once, row i extended by its own
+        tokens ``ids[i]`` (1-d, any length: one token of a decode step, a prompt or a piece of
+        one, ...), as a server's step mixes decoding rows with prompts going in. Returns
+        (len(logit_rows), vocab): the rows ``logit_rows`` (indices into ``rows``; default all).
+
+        Each row gets bitwise what ``forward(ids[i], cache, rows=[rows[i]], last_only=True)``
+        gives it alone: in one fused call when the tokens number at most :attr:`max_fused_tokens`
+        (whose kernels treat every token's row on its own), else row by row.
+        The result lives in the cache's workspace until the next forward on that cache.
+        """
+        if not isinstance(cache, KVCache):
+            raise CacheError(f"cache must be a KVCache (from model.new_cache), got {type(cache).__name__}")
+        row_idx = cache.check_rows(rows)
+        if not isinstance(ids, (list, tuple)) or len(ids) != row_idx.size:
+            raise ValueError(f"ids must be a list of {row_idx.size} token sequences (one per row), got "
+                             f"{type(ids).__name__} of {len(ids) if hasattr(ids, '__len__') else '?'}")
+        arrs = []
+        for i, seq in enumerate(ids):
+            arr, squeeze = self._check_ids(seq)
+            if not squeeze:
+                raise TokenIdError(f"ids[{i}] must be a 1-d sequence of token ids, got shape {np.shape(seq)}")
+            arrs.append(arr[0])
+        lengths = np.array([a.size for a in arrs], np.int64)
+        want = np.arange(row_idx.size) if logit_rows is None else np.asarray(logit_rows)
+        if want.ndim != 1 or not np.issubdtype(want.dtype, np.integer) or ((want < 0) | (want >= row_idx.size)).any():
+            raise ValueError(f"logit_rows must be indices into the {row_idx.size} rows, got {logit_rows!r}")
+        with cache.in_use():
+            full = cache.lengths[row_idx] + lengths > cache.max_len
+            if full.any():
+                i = int(np.argmax(full))
+                raise CacheError(f"{lengths[i]} new tokens do not fit in row {row_idx[i]}: it holds "
+                                 f"{cache.lengths[row_idx[i]]} of {cache.max_len} positions")
+            self.backend.threads.apply()
+            N = int(lengths.sum())
+            ws = cache.workspace(N)
+            decoder = self.backend.decoder(self.weights, self.config, cache, ws, N)
+            if decoder is None:
+                logits = np.empty((want.size, self.config.vocab_size), np.float32)
+                for i, r in enumerate(row_idx):
+                    last = self._forward_checked(arrs[i][None], cache, r[None], True)[0]
+                    logits[want == i] = last
+                return logits
+            item_rows = np.repeat(row_idx, lengths)
+            offsets = np.cumsum(lengths) - lengths                                   # each row's first token
+            item_slots = np.arange(N) - np.repeat(offsets - cache.lengths[row_idx], lengths)
+            positions = ws.positions[:N]
+            np.maximum(item_slots - cache.start[item_rows], 0, out=positions)
+            self._token_embeddings(np.concatenate(arrs), out=ws.x[:N])
+            ws.x[:N] += np.take(self.weights.wpe, positions, axis=0, out=ws.h[:N])
+            logits = decoder.step(item_rows, item_slots, (offsets + lengths - 1)[want])
+            cache.lengths[row_idx] += lengths
+        return logits
 
     def forward_full(self, ids=None, cache: KVCache | None = None, rows=None, *, inputs_embeds=None,
                      position_ids=None, attention_mask=None, head_mask=None, output_hidden_states: bool = False,
@@ -360,17 +428,23 @@ class Model:
         slots = cache.lengths[rows]                                  # (B,) first new slot per row
         ws = cache.workspace(B * T)
         self._embed(ids, cache, rows, slots, ws)
-        decoder = self.backend.decoder(self.weights, self.config, cache, ws, B) if head == "last" and T == 1 else None
+        decoder = self.backend.decoder(self.weights, self.config, cache, ws, B * T) if head != "all" else None
         be = self.backend
         logits = None
-        if decoder is not None:                                      # one call for the whole step
-            logits = decoder.step(rows, slots)                       # (B, V), cache workspace
+        if decoder is not None:                                      # one call for the whole chunk
+            if T == 1 and head:
+                logits = decoder.step(rows, slots)                   # (B, V): a decode step
+            else:                                                    # a short prompt, or its chunk
+                picked = np.arange(T - 1, B * T, T) if head else _NO_TOKENS
+                out = decoder.step(np.repeat(rows, T), (slots[:, None] + np.arange(T)).reshape(-1), picked)
+                logits = out if head else None
         else:
             x = self._blocks(T, cache, rows, slots, ws)              # (B*T, C)
             if head == "last":
                 last = ws.last[:B]
-                be.layer_norm(x.reshape(B, T, C)[:, -1], self.weights.ln_f_g, self.weights.ln_f_b,
-                              self.config.layer_norm_epsilon, out=last)
+                # the rows' last positions gathered into one array: the kernels take contiguous rows
+                ends = np.take(x.reshape(B, T, C), T - 1, axis=1, out=ws.h[:B]) if T > 1 else x
+                be.layer_norm(ends, self.weights.ln_f_g, self.weights.ln_f_b, self.config.layer_norm_epsilon, out=last)
                 logits = be.linear(last, self.weights.lm_head, None, out=ws.logits[:B], ws=ws)   # (B, V)
             elif head == "all":
                 h = ws.h[: B * T]

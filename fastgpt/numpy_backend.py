@@ -41,9 +41,13 @@ class NumpyBackend:
     def add(self, x, y, out):
         return ref.add(x, y, out)
 
+    #: The most tokens a ``decoder`` step runs (see Model.max_fused_tokens); the reference has none.
+    max_fused_tokens = 0
+
     def decoder(self, weights, config, cache, ws, n_rows):
-        """Something whose ``step(rows, slots)`` runs a whole decode step (one new token for each
-        of ``n_rows`` of the cache's rows, at their slots, the embeddings already in the
-        workspace ``ws``) and returns the logits; or None, and the model runs op by op. The
-        reference has none."""
+        """Something whose ``step(rows, slots, logit_items=None)`` runs ``n_rows`` new tokens
+        through the whole model in one call (token b of cache row rows[b] at slot slots[b], the
+        embeddings already in the workspace ``ws``: a decode step, or a short prompt) and returns
+        the logits of the tokens logit_items (default all); or None, and the model runs op by op.
+        The reference has none."""
         return None

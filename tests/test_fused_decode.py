@@ -1,4 +1,5 @@
-"""The fused decode step (kernels/_decode.pyx, csrc/decode.c): one call per token.
+"""The fused decode step (kernels/_decode.pyx, csrc/decode.c): one call per token, or per short
+prompt.
 
 Its contract is to be bitwise the op-by-op path of the same backend (same row kernels on the
 same bands), so most tests run both and compare every bit of the logits and of the KV cache.
@@ -13,6 +14,7 @@ import pytest
 
 from fastgpt import GPT2Config, Model
 from fastgpt.backend import kernels_available
+from fastgpt.cython_backend import SKINNY_MAX_ROWS
 from fastgpt.generate import Generator
 from fastgpt.quant import DTYPES
 from fastgpt.weights import random_weights
@@ -36,23 +38,24 @@ def decode(model, ids, steps, fuse, pad=None, max_len=40):
 
 
 def count_fused_steps(model):
-    """Make model's backend count the decode steps it fuses; returns the counter (a list)."""
+    """Make model's backend record the tokens of every step it fuses; returns the record (a list)."""
     fused, decoder = [], model.backend.decoder
 
     def counting(*args):
         found = decoder(*args)
-        fused.extend([1] if found is not None else [])
+        fused.extend([args[-1]] if found is not None else [])
         return found
 
     model.backend.decoder = counting
     return fused
 
 
-def assert_fused_matches_op_by_op(model, ids, steps=5, pad=None):
+def assert_fused_matches_op_by_op(model, ids, steps=5, pad=None, max_len=40):
     fused_steps = count_fused_steps(model)
-    fused, cache_f = decode(model, ids, steps, True, pad)
-    assert len(fused_steps) == steps, "the fused step did not run"
-    plain, cache_p = decode(model, ids, steps, False, pad)
+    fused, cache_f = decode(model, ids, steps, True, pad, max_len)
+    prompt_fuses = ids.size <= SKINNY_MAX_ROWS
+    assert fused_steps == [ids.size] * prompt_fuses + [ids.shape[0]] * steps, "the fused step did not run"
+    plain, cache_p = decode(model, ids, steps, False, pad, max_len)
     assert np.array_equal(fused, plain), f"logits differ by up to {np.abs(fused - plain).max()}"
     assert np.array_equal(cache_f.k, cache_p.k) and np.array_equal(cache_f.v, cache_p.v)
     assert cache_f.pos == cache_p.pos == ids.shape[1] + steps
@@ -79,6 +82,44 @@ def test_every_dtype_fuses_up_to_64_rows(dtype):
     # 65 rows: the linears switch to the GEMMs, so the step runs op by op; 64 of the 65 fuse
     assert model.backend.decoder(model.weights, model.config, cache, ws, 65) is None
     assert model.backend.decoder(model.weights, model.config, cache, ws, 64) is not None
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (1, 62), (4, 16), (2, 31)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_prompts_run_as_one_call_bitwise_the_op_by_op_path(dtype, shape):
+    # up to SKINNY_MAX_ROWS tokens a prompt is one fused call (the first token's latency); its
+    # tokens attend to each other through keys stored in the same call
+    model = Model.random(SMALL, seed=4, backend="cython", num_threads=2, dtype=dtype)
+    ids = np.random.default_rng(shape[1]).integers(0, SMALL.vocab_size, shape)
+    assert_fused_matches_op_by_op(model, ids, steps=2, max_len=ids.shape[1] + 2)
+
+
+def test_prompt_chunks_and_decode_rows_share_one_step():
+    # what a server's step does: decode rows and another row's prompt chunk in one call
+    from fastgpt.kernels import _decode
+
+    model = Model.random(SMALL, seed=6, backend="cython", num_threads=2, dtype="int8")
+    ids = np.random.default_rng(0).integers(0, SMALL.vocab_size, (3, 8))
+    ref = model.new_cache(batch_size=3, max_len=16)
+    model.backend.fuse_decode = False
+    model.forward(ids[:2, :5], cache=ref, rows=[0, 1])
+    want_decode = model.forward(ids[:2, 5:6], cache=ref, rows=[0, 1], last_only=True).copy()
+    want_prompt = model.forward(ids[2:, :7], cache=ref, rows=[2], last_only=True).copy()
+    model.backend.fuse_decode = True
+    cache = model.new_cache(batch_size=3, max_len=16)
+    model.forward(ids[:2, :5], cache=cache, rows=[0, 1])
+    tokens = np.concatenate([ids[2, :3], ids[:2, 5], ids[2, 3:7]])   # row 2 split around rows 0 and 1
+    rows = np.array([2, 2, 2, 0, 1, 2, 2, 2, 2])
+    slots = np.array([0, 1, 2, 5, 5, 3, 4, 5, 6])
+    ws = cache.workspace(len(tokens))
+    model._token_embeddings(tokens, out=ws.x[:9])
+    ws.x[:9] += model.weights.wpe[slots]
+    decoder = _decode.Decoder(model.weights, SMALL, cache.k, cache.v, cache.start, ws, 2)
+    got = decoder.step(rows, slots, np.array([3, 4, 8]))
+    np.testing.assert_array_equal(got[:2], want_decode)
+    np.testing.assert_array_equal(got[2:], want_prompt)
+    for r, n in ((0, 6), (1, 6), (2, 7)):
+        assert np.array_equal(cache.k[:, r, :, :n], ref.k[:, r, :, :n]), f"row {r}'s keys"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -196,7 +237,7 @@ def test_bad_input_raises_before_the_kernel():
 
     model = Model.random(SMALL, seed=9, backend="cython", num_threads=2)
     cache = model.new_cache(batch_size=2, max_len=8)
-    ws = cache.workspace(2)
+    ws = cache.workspace(4)     # room for 4 tokens, logits for 2 (the cache's rows)
     args = (model.weights, SMALL, cache.k, cache.v, cache.start, ws, 2)
     decoder = _decode.Decoder(*args)
     rows = np.arange(2)
@@ -204,14 +245,21 @@ def test_bad_input_raises_before_the_kernel():
         decoder.step(rows, np.array([0, 8]))
     with pytest.raises(ValueError, match="slot -1"):
         decoder.step(rows, np.array([-1, 0]))
-    with pytest.raises(ValueError, match=r"rows\[1\]=0 is not a distinct row"):
+    # two tokens of one row: only at consecutive slots (a prompt), never the same slot twice
+    with pytest.raises(ValueError, match="slot 0 of row 0 does not follow"):
         decoder.step(np.array([0, 0]), np.array([0, 0]))
-    with pytest.raises(ValueError, match=r"rows\[0\]=2 is not a distinct row"):
+    with pytest.raises(ValueError, match="slot 3 of row 1 does not follow"):
+        decoder.step(np.array([1, 0, 1]), np.array([1, 0, 3]), np.array([2]))
+    with pytest.raises(ValueError, match=r"rows\[0\]=2 is not a row"):
         decoder.step(np.array([2]), np.array([0]))
-    with pytest.raises(ValueError, match="1 to 2 rows"):
-        decoder.step(np.arange(3), np.zeros(3, np.int64))
-    with pytest.raises(ValueError, match="1 to 2 rows"):
+    with pytest.raises(ValueError, match="1 to 4 tokens"):
+        decoder.step(np.zeros(5, np.int64), np.arange(5))
+    with pytest.raises(ValueError, match="1 to 4 tokens"):
         decoder.step(rows, np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match=r"logit_items\[0\]=2 is not one of the step's 2 tokens"):
+        decoder.step(rows, np.zeros(2, np.int64), np.array([2]))
+    with pytest.raises(ValueError, match="at most 2 tokens"):
+        decoder.step(np.zeros(3, np.int64), np.arange(3))
     cache.start[1] = 99  # corrupted after the decoder was built: checked at every step
     with pytest.raises(ValueError, match=r"start\[1\]=99"):
         decoder.step(rows, np.zeros(2, np.int64))
@@ -236,3 +284,45 @@ def test_bad_input_raises_before_the_kernel():
         _decode.Decoder(model.weights, SMALL, cache.k, cache.v, cache.start, small_ws, 2)
     with pytest.raises(ValueError, match="n_threads"):
         _decode.Decoder(model.weights, SMALL, cache.k, cache.v, cache.start, ws, 0)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_forward_rows_gives_each_row_what_it_gets_alone(backend):
+    model = Model.random(SMALL, seed=8, backend=backend, num_threads=2, dtype="int8")
+    rng = np.random.default_rng(1)
+    started = [rng.integers(0, SMALL.vocab_size, n) for n in (4, 0, 9)]     # rows 0-2 before the step
+    step = [rng.integers(0, SMALL.vocab_size, n) for n in (1, 20, 1)]       # a decode, a prompt, a decode
+
+    def prefilled(cache):
+        for r, ids in enumerate(started):
+            if ids.size:
+                model.forward(ids, cache=cache, rows=[r])
+        return cache
+
+    alone = prefilled(model.new_cache(batch_size=3, max_len=32))
+    want = [model.forward(ids, cache=alone, rows=[r], last_only=True).copy() for r, ids in enumerate(step)]
+    cache = prefilled(model.new_cache(batch_size=3, max_len=32))
+    fused_steps = count_fused_steps(model)
+    got = model.forward_rows(step, cache, [0, 1, 2], logit_rows=[2, 0])
+    assert fused_steps == ([22] if backend == "cython" else [])
+    np.testing.assert_array_equal(got, np.stack([want[2], want[0]]))
+    assert cache.lengths.tolist() == alone.lengths.tolist() == [5, 20, 10]
+    assert np.array_equal(cache.k, alone.k) and np.array_equal(cache.v, alone.v)
+
+
+def test_forward_rows_checks_its_arguments():
+    model = Model.random(SMALL, seed=8, backend="cython", num_threads=2)
+    cache = model.new_cache(batch_size=2, max_len=8)
+    with pytest.raises(ValueError, match="a list of 2 token sequences"):
+        model.forward_rows(np.zeros((2, 1), np.int64), cache, [0, 1])
+    with pytest.raises(ValueError, match=r"ids\[1\] must be a 1-d sequence"):
+        model.forward_rows([[1], [[2]]], cache, [0, 1])
+    with pytest.raises(ValueError, match="token id 300"):
+        model.forward_rows([[1], [300]], cache, [0, 1])
+    with pytest.raises(ValueError, match="9 new tokens do not fit in row 1"):
+        model.forward_rows([[1], list(range(9))], cache, [0, 1])
+    with pytest.raises(ValueError, match="logit_rows must be indices into the 2 rows"):
+        model.forward_rows([[1], [2]], cache, [0, 1], logit_rows=[2])
+    with pytest.raises(ValueError, match="distinct"):
+        model.forward_rows([[1], [2]], cache, [1, 1])
+    assert cache.lengths.tolist() == [0, 0]          # nothing ran

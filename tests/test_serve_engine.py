@@ -146,11 +146,15 @@ def submit(engine, tok, case, sink):
     return engine.submit([tok.encode(prompt)], GenerationConfig(**options), top_logprobs=top, sink=sink)
 
 
-def test_requests_joining_and_leaving_get_what_they_get_alone(kjv):
+def test_requests_joining_and_leaving_get_what_they_get_alone(kjv, monkeypatch):
     """10 requests (13 sequences) through 4 slots: they queue, join while others decode,
-    prefill in chunks beside running decodes, and leave at different steps."""
+    prefill in chunks or in pieces inside the decode steps, and leave at different steps."""
     model, tok = kjv
     refs = reference(model, tok, CASES)
+    steps = []                                  # tokens per row of every mixed step
+    forward_rows = model.forward_rows
+    monkeypatch.setattr(model, "forward_rows", lambda ids, *a, **k: steps.append([len(i) for i in ids])
+                        or forward_rows(ids, *a, **k))
     with running(Engine(model, tok, max_batch=4)) as engine:
         first_wave = len(CASES) // 2
         started = threading.Event()
@@ -166,6 +170,7 @@ def test_requests_joining_and_leaving_get_what_they_get_alone(kjv):
             check_against(ref, got, f"case {i} ({CASES[i][0][:20]!r}, {CASES[i][1]})")
         stats = engine.stats()
         assert (stats.running, stats.waiting, stats.rows_busy) == (0, 0, 0), stats
+    assert any(1 in rows and max(rows) > 1 for rows in steps), f"no prompt went in beside decoding rows: {steps}"
 
 
 def test_the_batch_really_runs_together(kjv):
@@ -208,29 +213,32 @@ def test_cancel_frees_the_row_at_the_next_step(kjv):
 
 
 def test_cancel_during_prefill(kjv, monkeypatch):
-    """A prompt of many chunks, cancelled after its first chunk: no token, row freed."""
+    """A prompt of many pieces (prefill chunks, or pieces beside the decode steps), cancelled
+    after its first: no token, row freed."""
     model, tok = kjv
     engine = Engine(model, tok, max_batch=1)
     ids = tok.encode(LONG_PROMPT * 3)[: model.config.n_positions - 8]
-    assert len(ids) > 4 * CHUNK
-    chunks_done = []
-    forward = model.forward
+    assert len(ids) > 2 * max(CHUNK, model.max_fused_tokens)
+    pieces_done = []
 
-    def counting_forward(step_ids, *args, **kwargs):   # cancel after the first prefill chunk
-        out = forward(step_ids, *args, **kwargs)
-        chunks_done.append(np.shape(step_ids)[-1])
-        if len(chunks_done) == 1:
-            engine.cancel(request)
-        return out
+    def counting(forward, tokens_of):
+        def run(step_ids, *args, **kwargs):       # cancel after the first piece of the prompt
+            out = forward(step_ids, *args, **kwargs)
+            pieces_done.append(tokens_of(step_ids))
+            if len(pieces_done) == 1:
+                engine.cancel(request)
+            return out
+        return run
 
-    monkeypatch.setattr(model, "forward", counting_forward)
+    monkeypatch.setattr(model, "forward", counting(model.forward, lambda ids: np.shape(ids)[-1]))
+    monkeypatch.setattr(model, "forward_rows", counting(model.forward_rows, lambda ids: sum(map(len, ids))))
     engine.start()
     try:
         col = Collector()
         request = engine.submit([ids], GenerationConfig(max_new_tokens=5), sink=col)
         end = col.wait()
         assert isinstance(end, Failed) and end.reason == "cancelled"
-        assert col.tokens == {} and chunks_done == [CHUNK], chunks_done
+        assert col.tokens == {} and len(pieces_done) == 1 and pieces_done[0] < len(ids), pieces_done
         # The freed row serves the next request, from an empty cache row.
         after = Collector()
         engine.submit([tok.encode("And God said")], GenerationConfig(max_new_tokens=10), sink=after)

@@ -97,7 +97,7 @@ cdef extern from "fastgpt_kernels.h" nogil:
         void *k
         void *v
     ctypedef struct fg_decoder:
-        Py_ssize_t n_layer, n_rows, n_embd, n_head, head_dim, n_ff, n_slots
+        Py_ssize_t n_layer, n_embd, n_head, head_dim, n_ff, n_slots
         float eps
         int act_kind, level, qlevel, kv_fmt
         const fg_block *blocks
@@ -105,8 +105,10 @@ cdef extern from "fastgpt_kernels.h" nogil:
         const float *lnf_b
         fg_matrix head
         const int64_t *start
+        Py_ssize_t n_items, n_logits
         const int64_t *rows
         const int64_t *slots
+        const int64_t *logit_items
         float *x
         float *h
         float *qkv
@@ -118,5 +120,5 @@ cdef extern from "fastgpt_kernels.h" nogil:
         float *scores
         Py_ssize_t scores_stride
     Py_ssize_t fg_decode_prep_bytes(Py_ssize_t n_rows, Py_ssize_t n_embd, Py_ssize_t n_ff, int qlevel)
-    void fg_decode_step(const fg_decoder *dec, Py_ssize_t n_rows, const int64_t *rows, const int64_t *slots,
-                        int n_threads)
+    void fg_decode_step(const fg_decoder *dec, Py_ssize_t n_items, const int64_t *rows, const int64_t *slots,
+                        Py_ssize_t n_logits, const int64_t *logit_items, int n_threads)

@@ -83,17 +83,18 @@ cdef class Decoder:
 
     weights: fastgpt.weights.GPT2Weights (matrices float32 or QuantizedWeight); k_cache, v_cache:
     (n_layer, B, n_head, S, head_dim) float32, float16 or bfloat16 bits (uint16); start: (B,) int64, the cache's left padding (read
-    at every step); workspace: a fastgpt.kv_cache.Workspace of at least B rows. A step decodes
-    any n <= B distinct rows of the cache, each at its own slot. max_level caps
+    at every step); workspace: a fastgpt.kv_cache.Workspace (its last and logits: B rows). A step runs up to
+    the workspace's rows of tokens ("items"): one new token for each of several cache rows (a
+    decode step), a prompt's tokens in one row, or both; logits for up to B of them. max_level caps
     the SIMD level (0 scalar, 1 AVX2, 2 AVX-512, 3 AMX), for testing the fallbacks.
     """
     cdef fg_decoder dec
     cdef fg_block *blocks
     cdef list keep                  # every array whose memory the pointers above point into
     cdef const int64_t[::1] start
-    cdef unsigned char[::1] row_seen  # a step's duplicate-row check, without allocating
+    cdef int64_t[::1] row_next        # a step's slot check per cache row, without allocating
     cdef readonly int n_threads
-    cdef readonly Py_ssize_t n_rows, n_slots
+    cdef readonly Py_ssize_t n_rows, n_items, n_slots
     cdef readonly object logits     # the workspace's (B, vocab) buffer that step() fills
 
     def __cinit__(self):
@@ -104,7 +105,7 @@ cdef class Decoder:
 
     def __init__(self, weights, config, k_cache, v_cache, start, workspace, int n_threads, int max_level=3):
         cdef Py_ssize_t L = config.n_layer, C = config.n_embd, H = config.n_head, F = config.d_ff
-        cdef Py_ssize_t V = config.vocab_size, D, B, S, layer, prep_bytes
+        cdef Py_ssize_t V = config.vocab_size, D, B, N, S, layer, prep_bytes
         cdef char *kc
         cdef char *vc
         cdef Py_ssize_t layer_bytes
@@ -123,7 +124,7 @@ cdef class Decoder:
             raise ValueError(f"start: expected a non-empty 1-d int64 array, got {start.dtype} {start.shape}")
         B = start.shape[0]
         self.start = start
-        self.row_seen = np.zeros(B, np.uint8)
+        self.row_next = np.zeros(B, np.int64)
         kv_fmt = kv_format("k_cache", k_cache)
         for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
             if (not isinstance(cache, np.ndarray) or kv_format(name, cache) != kv_fmt or cache.ndim != 5
@@ -161,7 +162,7 @@ cdef class Decoder:
             self.blocks[layer].v = vc + layer * layer_bytes
         fill_matrix(&self.dec.head, "lm_head", weights.lm_head, None, V, C, self.keep)
 
-        self.dec.n_layer, self.dec.n_rows, self.dec.n_embd, self.dec.n_head = L, B, C, H
+        self.dec.n_layer, self.dec.n_embd, self.dec.n_head = L, C, H
         self.dec.head_dim, self.dec.n_ff, self.dec.n_slots = D, F, S
         self.dec.eps = config.layer_norm_epsilon
         self.dec.act_kind = ACTIVATION_KINDS[config.activation_function]
@@ -173,11 +174,12 @@ cdef class Decoder:
         self.dec.lnf_b = float_pointer("ln_f_b", weights.ln_f_b, (C,), self.keep)
         self.dec.start = &self.start[0]
         ws = workspace
-        self.dec.x = buffer_pointer("x", ws.x, B, C, self.keep)
-        self.dec.h = buffer_pointer("h", ws.h, B, C, self.keep)
-        self.dec.qkv = buffer_pointer("qkv", ws.qkv, B, 3 * C, self.keep)
-        self.dec.attn = buffer_pointer("attn", ws.attn, B, C, self.keep)
-        self.dec.ff = buffer_pointer("ff", ws.ff, B, F, self.keep)
+        N = self.n_items = max(1, ws.x.shape[0] if isinstance(ws.x, np.ndarray) and ws.x.ndim == 2 else 0)
+        self.dec.x = buffer_pointer("x", ws.x, N, C, self.keep)
+        self.dec.h = buffer_pointer("h", ws.h, N, C, self.keep)
+        self.dec.qkv = buffer_pointer("qkv", ws.qkv, N, 3 * C, self.keep)
+        self.dec.attn = buffer_pointer("attn", ws.attn, N, C, self.keep)
+        self.dec.ff = buffer_pointer("ff", ws.ff, N, F, self.keep)
         self.dec.last = buffer_pointer("last", ws.last, B, C, self.keep)
         self.dec.logits = buffer_pointer("logits", ws.logits, B, V, self.keep)
         if ws.logits.shape[0] != B or ws.last.shape[0] != B:
@@ -185,7 +187,7 @@ cdef class Decoder:
         self.logits = ws.logits
 
         # the prepared x of the quantized kernels (int8 / bfloat16), 64-byte aligned
-        prep_bytes = fg_decode_prep_bytes(B, C, F, self.dec.qlevel)
+        prep_bytes = fg_decode_prep_bytes(N, C, F, self.dec.qlevel)
         prep_array = np.zeros(prep_bytes + 64, np.uint8)
         self.keep.append(prep_array)
         prep = prep_array
@@ -196,24 +198,40 @@ cdef class Decoder:
         self.dec.scores = &scores[0, 0]
         self.dec.scores_stride = S
 
-    def step(self, const int64_t[::1] rows, const int64_t[::1] slots):
-        """Decode one token for each cache row rows[b] at slot slots[b] (x's first len(rows) rows
-        of the workspace hold their embeddings); returns the workspace's logits (n, vocab),
-        overwritten by the next step."""
-        cdef Py_ssize_t b, r, n = rows.shape[0]
-        if n == 0 or n > self.n_rows or slots.shape[0] != n:
-            raise ValueError(f"a step decodes 1 to {self.n_rows} rows with one slot each, got {n} rows and "
+    def step(self, const int64_t[::1] rows, const int64_t[::1] slots, const int64_t[::1] logit_items=None):
+        """Run item b = a token of cache row rows[b] at slot slots[b] (x's first len(rows) rows of
+        the workspace hold their embeddings) through the model. The items of one cache row must
+        sit at consecutive slots, in order. Returns the workspace's logits (n, vocab) of the items
+        logit_items (default: every item, one per row of the cache at most), overwritten by the
+        next step."""
+        cdef Py_ssize_t b, j, r, n = rows.shape[0], n_logits
+        cdef const int64_t *picked = NULL
+        if n == 0 or n > self.n_items or slots.shape[0] != n:
+            raise ValueError(f"a step runs 1 to {self.n_items} tokens with one slot each, got {n} rows and "
                              f"{slots.shape[0]} slots")
-        self.row_seen[:] = 0
+        n_logits = n if logit_items is None else logit_items.shape[0]
+        if n_logits > self.n_rows:
+            raise ValueError(f"a step gives the logits of at most {self.n_rows} tokens (the cache's rows), "
+                             f"asked for {n_logits}")
+        if logit_items is not None:
+            for j in range(n_logits):
+                if logit_items[j] < 0 or logit_items[j] >= n:
+                    raise ValueError(f"logit_items[{j}]={logit_items[j]} is not one of the step's {n} tokens")
+            if n_logits:
+                picked = &logit_items[0]
+        self.row_next[:] = -1
         for b in range(n):
             r = rows[b]
-            if r < 0 or r >= self.n_rows or self.row_seen[r]:
-                raise ValueError(f"rows[{b}]={r} is not a distinct row of the cache's {self.n_rows}")
-            self.row_seen[r] = 1
+            if r < 0 or r >= self.n_rows:
+                raise ValueError(f"rows[{b}]={r} is not a row of the cache's {self.n_rows}")
+            if self.row_next[r] >= 0 and slots[b] != self.row_next[r]:
+                raise ValueError(f"slot {slots[b]} of row {r} does not follow the step's previous token of that "
+                                 f"row (slot {self.row_next[r] - 1})")
             if slots[b] < 0 or slots[b] >= self.n_slots:
                 raise ValueError(f"slot {slots[b]} of row {r} is outside the cache's {self.n_slots} slots")
             if self.start[r] < 0 or self.start[r] >= self.n_slots:
                 raise ValueError(f"start[{r}]={self.start[r]} is outside [0, {self.n_slots})")
+            self.row_next[r] = slots[b] + 1
         with nogil:
-            fg_decode_step(&self.dec, n, &rows[0], &slots[0], self.n_threads)
-        return self.logits[:n]
+            fg_decode_step(&self.dec, n, &rows[0], &slots[0], n_logits, picked, self.n_threads)
+        return self.logits[:n_logits]

@@ -11,8 +11,12 @@ Each step (the shape of llama.cpp's ``update_slots`` and vLLM's scheduler):
    ``n`` choices each enters prompt by prompt, each prompt's ``n`` sequences together (one
    row each), so a request larger than the free rows enters over several steps;
 3. decode: one batched ``model.forward`` of one token for every sequence that has one,
-   each on its own row and at its own length, then each sequence picks its next token;
-4. prefill: one prompt per forward call (its ``n`` rows together, as ``Generator`` runs
+   each on its own row and at its own length, then each sequence picks its next token. Short
+   prompts (``n`` x tokens within what the backend runs as one fused call with the decoding
+   rows: ``Model.max_fused_tokens``) go in whole in the same call (``Model.forward_rows``),
+   as vLLM's chunked prefill mixes prompt and decode tokens in a step: a burst of chat-sized
+   prompts costs the running streams about one wider step, not one step per prompt;
+4. prefill: the other prompts, one per forward call (its ``n`` rows together, as ``Generator`` runs
    ``num_return_sequences=n``), in chunks of exactly ``model.prefill_chunk`` tokens (the
    last one shorter), one chunk per prompt per step and at most ``PREFILL_CHUNKS_PER_STEP``
    chunks' worth of rows x tokens in a step (at least one call), so that a long prompt
@@ -25,7 +29,8 @@ Exactness: a sequence's tokens are those of the same request alone through ``Gen
 whoever else runs. The kernels give each row of a decode step bitwise what it gives alone
 (every product of up to ``SKINNY_MAX_ROWS`` = 64 rows sums a row in an order that does not
 depend on the other rows; a ``max_batch`` above that loses this for full steps); prefill runs
-the same shapes as ``Generator`` does for the prompt (``Model.forward`` chunks it); and
+the same shapes as ``Generator`` does for the prompt (``Model.forward`` chunks it), or, for a
+short prompt in a decode step, the same fused kernels, which give its rows the same bits; and
 the per-row rules (processor chain, draw, EOS, stop strings, text release, log-probabilities)
 are ``fastgpt.sequence``'s, built and seeded by ``Generator.new_sequences`` (prompt ``i``'s
 choice ``j`` of ``n`` draws from ``SeedSequence(seed).spawn(n)[j]``, as that prompt alone
@@ -260,10 +265,15 @@ class Engine:
         V = model.config.vocab_size
         self._scratch = np.empty((max_batch, V), np.float32)  # (B, V) processed scores
         self._cache = model.new_cache(batch_size=max_batch)
-        # The fused decode step is built for every row of the cache and needs workspace
-        # buffers that large, while a step decodes only the running rows: size it up front
-        # (workspaces only grow), or a first decode of fewer rows than a prefill fails.
-        self._cache.workspace(max_batch)
+        # Its pages now, as llama.cpp clears its KV buffer at start: left to first use, a row's
+        # first prompt also paid for mapping and zeroing the row's whole span (1.5 MB per layer
+        # for GPT-2 124M in 16 bits, huge pages), e.g. a 64-token prompt beside 16 decoding rows
+        # took 48 ms instead of ~20 the first time a row served.
+        self._cache.k.fill(0)
+        self._cache.v.fill(0)
+        # Buffers for the widest step up front (a fused step of decoding rows and prompt pieces):
+        # a workspace that grows later is a new one, and the fused step is rebuilt for it.
+        self._cache.workspace(max(max_batch, model.max_fused_tokens))
 
     # -- the callers' side ----------------------------------------------------------------------
     def start(self) -> "Engine":
@@ -423,22 +433,59 @@ class Engine:
 
     def _decode(self) -> None:
         slots = [s for s in self._slots if s is not None and s.next_token is not None]
-        if not slots:
+        pieces = self._prompt_pieces(len(slots))
+        if not slots and not pieces:
             return
         B = len(slots)
         ids, rows = self._step_ids[:B], self._step_rows[:B]         # (B', 1), (B',)
         for i, slot in enumerate(slots):
             ids[i, 0] = slot.next_token
             rows[i] = slot.row
+        finishing = [prefill for prefill, size in pieces if prefill.fed + size == prefill.prompt.shape[0]]
         try:
-            logits = self._forward(ids, rows)                       # (B', V)
+            if pieces:
+                row_ids = list(ids) + [p.prompt[p.fed: p.fed + size] for p, size in pieces for _ in p.slots]
+                all_rows = np.concatenate([rows] + [p.rows for p, _ in pieces])
+                first = np.cumsum([B] + [p.rows.shape[0] for p, _ in pieces])       # each piece's first row
+                want = np.concatenate([np.arange(B)] + [np.arange(f, f + p.rows.shape[0])
+                                                        for f, (p, _) in zip(first, pieces) if p in finishing])
+                logits = self.model.forward_rows(row_ids, self._cache, all_rows, logit_rows=want)
+            else:
+                logits = self._forward(ids, rows)                   # (B', V)
         except Exception as exc:                      # the step's requests end; the engine goes on
-            for slot in slots:
+            for slot in slots + [s for p, _ in pieces for s in p.slots]:
                 self._fail(slot.request, exc)
+            for prefill, _ in pieces:
+                self._prefills.remove(prefill)
             return
-        for i, slot in enumerate(slots):
+        for prefill, size in pieces:
+            prefill.fed += size
+        for prefill in finishing:
+            self._prefills.remove(prefill)
+        for i, slot in enumerate(slots + [s for p in finishing for s in p.slots]):
             if not slot.request.ended:
                 self._advance(slot, logits[i], self._scratch[i])
+
+    def _mixes(self, prefill: _Prefill) -> bool:
+        """Whether the prompt goes in beside the decoding rows, in pieces: when alone it runs
+        as fused calls too (its n rows x each prefill chunk within one), any split of it gives
+        its rows the same bits."""
+        fused = self.model.max_fused_tokens
+        return prefill.rows.shape[0] * min(prefill.prompt.shape[0], self.prefill_chunk) <= fused
+
+    def _prompt_pieces(self, decoding: int) -> list[tuple[_Prefill, int]]:
+        """(prompt, tokens) that go in with this step's decode call, oldest first: as many
+        tokens of each as its n rows leave room for within one fused call."""
+        room, pieces = self.model.max_fused_tokens - decoding, []
+        for prefill in self._prefills:
+            n = prefill.rows.shape[0]
+            if room < n:
+                break
+            if self._mixes(prefill) and not prefill.request.ended:
+                size = min(prefill.prompt.shape[0] - prefill.fed, room // n)
+                pieces.append((prefill, size))
+                room -= n * size
+        return pieces
 
     def _prefill(self) -> None:
         """One chunk of each prompt going in, oldest first, within the step's token budget."""
@@ -449,6 +496,8 @@ class Engine:
             if prefill.request.ended:
                 self._prefills.remove(prefill)
                 continue
+            if self._mixes(prefill) and self.max_batch <= self.model.max_fused_tokens:
+                continue                              # it goes in with the decode steps
             n = prefill.rows.shape[0]
             chunk = prefill.prompt[prefill.fed: prefill.fed + self.prefill_chunk]   # (T,) view
             ids = np.broadcast_to(chunk, (n, chunk.shape[0]))                        # (n, T)
