@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from .kv_cache import KVCache
+
 #: Seed of the rows' random prompts (row b uses PROMPT_SEED + b).
 PROMPT_SEED = 0
 #: Decode steps timed after each prompt of the time-to-first-token sweep (the step it is set against).
@@ -145,17 +147,23 @@ def run_batch_sweep(config, variants: dict, batches: list[int], *, prompt_tokens
     peak = peaks.result()
     steps = new_tokens - 1
     blocks, head = matrix_parameters(next(iter(variants.values())))
+    # a step's attention reads every row's cached keys and values: P + new_tokens / 2 on average
+    kv_bytes_per_row = {d: (prompt_tokens + new_tokens / 2) * KVCache.nbytes_for(config, 1, 1, m.kv_dtype)
+                        for d, m in models.items()}
     rows = []
     for d, B in cases:
         seconds = [s / steps for s in runs[d, B]]
         kind = arithmetic(d, B)
-        bound = bound_seconds(bytes_per_step[d], [(2 * (blocks + head) * B, kind)], bandwidth, peak)
+        ops = [(2 * (blocks + head) * B, kind)]
+        bound = bound_seconds(bytes_per_step[d], ops, bandwidth, peak)
+        with_kv = bound_seconds(bytes_per_step[d] + B * kv_bytes_per_row[d], ops, bandwidth, peak)
         ms = statistics.median(seconds)
         one = statistics.median(runs[d, batches[0]]) / steps
         rows.append({"dtype": d, "batch": B, "ms_per_step": summarize(1e3 * s for s in seconds),
                      "tokens_per_s": summarize(B / s for s in seconds),
                      "speedup_vs_first_batch": B * one / ms / batches[0],
                      "arithmetic": kind, "bound_ms": 1e3 * bound["seconds"], "bound_by": bound["bound_by"],
+                     "bound_with_kv_ms": 1e3 * with_kv["seconds"],
                      "of_bound": bound["seconds"] / ms,
                      "row0_tokens_as_first_batch": bool(np.array_equal(tokens[d, B][0], tokens[d, batches[0]][0]))})
     return {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "batches": batches,
@@ -232,9 +240,11 @@ def format_batch(report: dict, threads: int) -> str:
     first = report["batches"][0]
     rows = [[r["dtype"], str(r["batch"]), f"{r['ms_per_step']['median']:.2f}", f"{r['tokens_per_s']['median']:.0f}",
              f"{r['speedup_vs_first_batch']:.1f}x", f"{r['bound_ms']:.2f}", r["bound_by"], f"{r['of_bound']:.0%}",
-             r["arithmetic"], "yes" if r["row0_tokens_as_first_batch"] else "NO"] for r in report["rows"]]
+             f"{r['bound_with_kv_ms']:.2f}", r["arithmetic"], "yes" if r["row0_tokens_as_first_batch"] else "NO"]
+            for r in report["rows"]]
     lines += _table(["dtype", "B", "ms/step", "tok/s", f"vs B={first}", "bound ms", "bound by", "of bound",
-                     "arithmetic", f"row 0 = B={first}"], rows)
+                     "+KV reads ms", "arithmetic", f"row 0 = B={first}"], rows)
+    lines += ["", "+KV reads: the bound with the step's reads of the KV cache added to the weights' bytes"]
     return "\n".join(lines)
 
 

@@ -348,6 +348,7 @@ def test_batch_and_first_token_sweeps(monkeypatch, tmp_path, capsys):
     for row in sweep["rows"]:
         assert row["bound_ms"] > 0 and row["of_bound"] > 0 and row["tokens_per_s"]["median"] > 0
         assert row["bound_by"] in ("memory", "arithmetic")
+        assert row["bound_with_kv_ms"] >= row["bound_ms"]
         if kernels_available():
             assert row["row0_tokens_as_first_batch"], row
     assert run_cli("--random", "gpt2", "--dtype", "int8", "--prompt-tokens", "4,9", "--new-tokens", "9",
