@@ -28,9 +28,12 @@
  *   of up to 6 rows of x (split evenly: 9 = 5 + 4, 16 = 5 + 5 + 6), then slices of SK_KC inputs,
  *   then blocks of 4 rows of w. w comes from DRAM once, in the chunk's first group; the other
  *   groups read it from L2.
- * - Prefetch: each k-step also prefetches (T0) the next lines of the next chunk of w, so that the
- *   chunk's passes cover the next chunk evenly: the rows of a block are 4 streams, which the
- *   hardware prefetcher follows worse than one.
+ * - Prefetch: with several groups, each k-step also prefetches (T0) the next lines of the next
+ *   chunk of w, so that the chunk's passes cover the next chunk evenly: the rows of a block are 4
+ *   streams, which the hardware prefetcher follows worse than one. With one group (up to 6 rows,
+ *   batch-1 decode) w is read once and the hardware prefetcher alone does it best: with the
+ *   prefetch, a batch-1 fused decode step of GPT-2 124M (2 threads) took 23.0 ms against 21.0 for
+ *   the one-stream matvec before issue 16; without it 19.1 (medians, interleaved).
  * - n_in > SK_KC: the accumulators of each block of w are parked in a stack array between slices
  *   (chunks of at most SK_BMAX_K rows then); each lane's FMA chain simply continues.
  *
@@ -84,12 +87,12 @@ TARGET_SK __attribute__((always_inline)) static inline __m512 sk_load(const char
 /* One block: MR rows of w (rows past mr re-read row mr - 1 and are not stored) against NR rows of x
  * packed in xp[j][q][16] (j: chunk of 16 inputs of [k0, k0 + nk), zero past n_in). The
  * accumulators start from zero (first slice) or from acc_io, and end in y (last slice: reduced,
- * plus bias) or back in acc_io. Every k-step also prefetches PFN lines of the rows the caller uses
+ * plus bias) or back in acc_io. Every k-step also prefetches pfn lines of the rows the caller uses
  * next (cursor *pfc, up to pf_end). */
 TARGET_SK __attribute__((always_inline)) static inline void
 sk_block(const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk, const float *xp, __m512 *acc_io,
-         int first_, int last_, const float *bias, float *y, ptrdiff_t ys, uintptr_t *pfc, uintptr_t pf_end,
-         const int FMT, const int NR, const int PFN, const int SPLIT, const int TAIL) {
+         int first_, int last_, const float *bias, float *y, ptrdiff_t ys, uintptr_t *pfc, uintptr_t pf_end, int pfn,
+         const int FMT, const int NR, const int SPLIT, const int TAIL) {
     const int first = SPLIT ? first_ : 1, last = SPLIT ? last_ : 1;
     const ptrdiff_t es = FMT == FG_W_F32 ? 4 : 2;
     const char *wr[SK_MR];
@@ -100,11 +103,7 @@ sk_block(const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk
     uintptr_t pf = *pfc;
     const ptrdiff_t nk16 = TAIL ? nk & ~(ptrdiff_t)15 : nk;
     for (ptrdiff_t k = 0; k < nk16; k += 16, xp += NR * 16) {
-        for (int j = 0; j < PFN; j++)
-            if (pf < pf_end) {
-                _mm_prefetch((const char *)pf, _MM_HINT_T0);
-                pf += 64;
-            }
+        for (int j = 0; j < pfn && pf < pf_end; j++, pf += 64) _mm_prefetch((const char *)pf, _MM_HINT_T0);
         __m512 wv[SK_MR];
         for (int r = 0; r < SK_MR; r++) wv[r] = sk_load(wr[r], k, 0, FMT, 0);
         for (int q = 0; q < NR; q++) {
@@ -145,33 +144,31 @@ sk_block(const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk
 }
 
 typedef void (*sk_fn)(const char *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, __m512 *, int, int,
-                      const float *, float *, ptrdiff_t, uintptr_t *, uintptr_t);
+                      const float *, float *, ptrdiff_t, uintptr_t *, uintptr_t, int);
 
-/* One instance per (format, rows of x, prefetch lines per step, k split, tail), so that each keeps
- * its accumulators in registers and carries no dead branches. */
-#define SK_FN(FMT, NR, PF, SPLIT, TAIL)                                                                          \
-    TARGET_SK static void sk_block_##FMT##_##NR##_##PF##_##SPLIT##_##TAIL(                                       \
+/* One instance per (format, rows of x, k split, tail), so that each keeps its accumulators in
+ * registers and carries no dead branches. */
+#define SK_FN(FMT, NR, SPLIT, TAIL)                                                                              \
+    TARGET_SK static void sk_block_##FMT##_##NR##_##SPLIT##_##TAIL(                                              \
         const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk, const float *xp,               \
         __m512 *acc_io, int first, int last, const float *bias, float *y, ptrdiff_t ys, uintptr_t *pfc,          \
-        uintptr_t pf_end) {                                                                                      \
-        sk_block(w, n_in, mr, k0, nk, xp, acc_io, first, last, bias, y, ys, pfc, pf_end, FMT, NR, PF, SPLIT,    \
+        uintptr_t pf_end, int pfn) {                                                                             \
+        sk_block(w, n_in, mr, k0, nk, xp, acc_io, first, last, bias, y, ys, pfc, pf_end, pfn, FMT, NR, SPLIT,   \
                  TAIL);                                                                                          \
     }
-#define SK_FNS3(FMT, NR, S, T) SK_FN(FMT, NR, 1, S, T) SK_FN(FMT, NR, 2, S, T) SK_FN(FMT, NR, 4, S, T)
-#define SK_FNS2(FMT, NR) SK_FNS3(FMT, NR, 0, 0) SK_FNS3(FMT, NR, 0, 1) SK_FNS3(FMT, NR, 1, 0) SK_FNS3(FMT, NR, 1, 1)
+#define SK_FNS2(FMT, NR) SK_FN(FMT, NR, 0, 0) SK_FN(FMT, NR, 0, 1) SK_FN(FMT, NR, 1, 0) SK_FN(FMT, NR, 1, 1)
 #define SK_FNS(FMT) SK_FNS2(FMT, 1) SK_FNS2(FMT, 2) SK_FNS2(FMT, 3) SK_FNS2(FMT, 4) SK_FNS2(FMT, 5) SK_FNS2(FMT, 6)
 /* FG_Q_BF16 = 0, FG_Q_F16 = 1, FG_W_F32 = 3: literal so that the names paste */
 SK_FNS(0)
 SK_FNS(1)
 SK_FNS(3)
-#define SK_ROW(FMT, P, S, T)                                                                                   \
-    {NULL,                                  sk_block_##FMT##_1_##P##_##S##_##T, sk_block_##FMT##_2_##P##_##S##_##T, \
-     sk_block_##FMT##_3_##P##_##S##_##T, sk_block_##FMT##_4_##P##_##S##_##T, sk_block_##FMT##_5_##P##_##S##_##T, \
-     sk_block_##FMT##_6_##P##_##S##_##T}
-#define SK_ROWS(FMT, S, T) {SK_ROW(FMT, 1, S, T), SK_ROW(FMT, 2, S, T), SK_ROW(FMT, 4, S, T)}
-#define SK_TABLE(FMT) {{SK_ROWS(FMT, 0, 0), SK_ROWS(FMT, 0, 1)}, {SK_ROWS(FMT, 1, 0), SK_ROWS(FMT, 1, 1)}}
-/* [format: bfloat16, float16, float32][k split][tail][prefetch lines per step][rows of x] */
-static const sk_fn SK_BLOCKS[3][2][2][3][SK_NR + 1] = {SK_TABLE(0), SK_TABLE(1), SK_TABLE(3)};
+#define SK_ROW(FMT, S, T)                                                                                      \
+    {NULL,                         sk_block_##FMT##_1_##S##_##T, sk_block_##FMT##_2_##S##_##T,                  \
+     sk_block_##FMT##_3_##S##_##T, sk_block_##FMT##_4_##S##_##T, sk_block_##FMT##_5_##S##_##T,                  \
+     sk_block_##FMT##_6_##S##_##T}
+#define SK_TABLE(FMT) {{SK_ROW(FMT, 0, 0), SK_ROW(FMT, 0, 1)}, {SK_ROW(FMT, 1, 0), SK_ROW(FMT, 1, 1)}}
+/* [format: bfloat16, float16, float32][k split][tail][rows of x] */
+static const sk_fn SK_BLOCKS[3][2][2][SK_NR + 1] = {SK_TABLE(0), SK_TABLE(1), SK_TABLE(3)};
 
 /* x rows [0, nr) (rows xs apart), inputs [k0, k0 + nk), into xp[j][q][16], zero past the row */
 TARGET_SK static void sk_pack_x(const float *x, ptrdiff_t xs, ptrdiff_t nr, ptrdiff_t k0, ptrdiff_t nk, float *xp) {
@@ -194,9 +191,10 @@ TARGET_SK static void skinny_avx512(const void *w, int fmt, const float *bias, c
     if (B > SK_BMAX) B = SK_BMAX;
     if (n_in > SK_KC && B > SK_BMAX_K) B = SK_BMAX_K;
     if (B < SK_MR) B = SK_MR;
-    /* lines to prefetch per k-step so that one chunk's passes cover the next chunk */
-    const ptrdiff_t lines = SK_MR * 16 * es / 64, need = (lines + n_groups - 1) / n_groups;
-    int pfi = need <= 1 ? 0 : need <= 2 ? 1 : 2;
+    /* lines to prefetch per k-step so that one chunk's passes cover the next chunk; none for a
+     * single pass (see Prefetch above) */
+    const ptrdiff_t lines = SK_MR * 16 * es / 64;
+    const int pfn = n_groups > 1 ? (int)((lines + n_groups - 1) / n_groups) : 0;
     for (ptrdiff_t oc = o_begin; oc < o_end; oc += B) {
         ptrdiff_t oc_end = o_end - oc < B ? o_end : oc + B;
         uintptr_t pfc = (uintptr_t)w + (uintptr_t)(oc_end * n_in * es);
@@ -204,14 +202,14 @@ TARGET_SK static void skinny_avx512(const void *w, int fmt, const float *bias, c
         ptrdiff_t n0 = 0;
         for (ptrdiff_t g = 0; g < n_groups; g++) {
             ptrdiff_t n1 = (g + 1) * n_rows / n_groups, nr = n1 - n0; /* rows split evenly over the groups */
-            sk_fn blk = SK_BLOCKS[table][n_in > SK_KC][n_in % 16 != 0][pfi][nr];
+            sk_fn blk = SK_BLOCKS[table][n_in > SK_KC][n_in % 16 != 0][nr];
             for (ptrdiff_t k0 = 0; k0 < n_in; k0 += SK_KC) {
                 ptrdiff_t nk = n_in - k0 < SK_KC ? n_in - k0 : SK_KC;
                 sk_pack_x(x + n0 * xs, xs, nr, k0, nk, xp);
                 for (ptrdiff_t o = oc; o < oc_end; o += SK_MR) {
                     ptrdiff_t mr = oc_end - o < SK_MR ? oc_end - o : SK_MR;
                     blk((const char *)w + o * n_in * es, n_in, mr, k0, nk, xp, accs + (o - oc) * SK_NR, k0 == 0,
-                        k0 + nk == n_in, bias ? bias + o : NULL, y + n0 * ys + o, ys, &pfc, pf_end);
+                        k0 + nk == n_in, bias ? bias + o : NULL, y + n0 * ys + o, ys, &pfc, pf_end, pfn);
                 }
             }
             n0 = n1;
