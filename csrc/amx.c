@@ -19,8 +19,26 @@
  *     acc = fma(float(dot) * sw[o, b], sx[n, b], acc);   y = acc + b[o]
  * So int8 products give the same bits here, in qgemm.c and in fg_qgemm_ref, for any N, tile or
  * thread split. A tile pass is one block (K = 32), because the scales change per block: the int32
- * tile is stored, converted and scaled per block, 16 outputs x 16 rows of x at a time (the
- * "epilogue", 4 vector ops per 16 products of 32 inputs: it, not the tiles, bounds the kernel).
+ * tile is stored and converted and scaled per block (the "epilogue", 3 vector ops per 16 products
+ * of 32 inputs), then the next block's tile overwrites it. So the tile work per block (w and x
+ * loads, zero, tdpbssd, store: ~9.5 ns for two blocks' worth on two tile sets, nearly independent
+ * of the tile's width) and the epilogue bound the kernel, not the multiply. amx_i8_nn therefore
+ *   - software-pipelines the blocks on two tile sets (the tiles of block b + 1 are issued before
+ *     block b's epilogue, into the other half of the results);
+ *   - fits the tiles to the rows: nn = 1, 2, 4, 8 or 16 columns of x per tile, and the epilogue
+ *     scales the 16 x nn results as nn vectors (outputs x rows in lanes: sw and sx permuted to the
+ *     lanes), so 2-8 rows cost 2-8 vectors per block, not 16 (the old code scaled all 16 columns
+ *     below 16 rows, and had a special one-row path);
+ *   - above 16 rows, multiplies each w tile with two chunks of x (2 result tiles per set).
+ * Measured (bench/step_products.py --threads 2 --dtype int8 --head, ms per step of GPT-2 124M's 49
+ * products, old code / this, interleaved): N = 1: 5.9 / 5.8, 2: 7.3 / 5.5, 8: 7.3 / 6.0,
+ * 16: 7.7 / 7.7, 32: 12.5 / 10.3, 64: 22.8 / 19.4. Weights in cache (one thread, 768 x 768), ns per
+ * 16 outputs x 32 inputs: ~16 at N = 1 (~20 before), ~33 at 16 rows, ~55-60 at 32. What did not
+ * pay: issuing the tiles 2-3 blocks ahead of the epilogue (4 result buffers), reading the results
+ * of block b before block b + 1's tile store, tiles of two blocks then both epilogues, prefetching
+ * w two groups ahead: all within noise or slower. The 16-row case stays ~1.25x N = 1: the stored
+ * tile is read back through memory (no tile-to-vector move before AMX-AVX512), and the epilogue's
+ * 16 vectors per block do not hide under the weight stream.
  *
  * bfloat16 arithmetic: x rounded to bfloat16 (to nearest even, as quant.float32_to_bf16_bits: the
  * spec is fastgpt.quant.linear_ref_bf16_activations, as for csrc/hgemm.c's GEMM), tdpbf16ps sums the
