@@ -19,8 +19,26 @@
  *     acc = fma(float(dot) * sw[o, b], sx[n, b], acc);   y = acc + b[o]
  * So int8 products give the same bits here, in qgemm.c and in fg_qgemm_ref, for any N, tile or
  * thread split. A tile pass is one block (K = 32), because the scales change per block: the int32
- * tile is stored, converted and scaled per block, 16 outputs x 16 rows of x at a time (the
- * "epilogue", 4 vector ops per 16 products of 32 inputs: it, not the tiles, bounds the kernel).
+ * tile is stored and converted and scaled per block (the "epilogue", 3 vector ops per 16 products
+ * of 32 inputs), then the next block's tile overwrites it. So the tile work per block (w and x
+ * loads, zero, tdpbssd, store: ~9.5 ns for two blocks' worth on two tile sets, nearly independent
+ * of the tile's width) and the epilogue bound the kernel, not the multiply. amx_i8_nn therefore
+ *   - software-pipelines the blocks on two tile sets (the tiles of block b + 1 are issued before
+ *     block b's epilogue, into the other half of the results);
+ *   - fits the tiles to the rows: nn = 1, 2, 4, 8 or 16 columns of x per tile, and the epilogue
+ *     scales the 16 x nn results as nn vectors (outputs x rows in lanes: sw and sx permuted to the
+ *     lanes), so 2-8 rows cost 2-8 vectors per block, not 16 (the old code scaled all 16 columns
+ *     below 16 rows, and had a special one-row path);
+ *   - above 16 rows, multiplies each w tile with two chunks of x (2 result tiles per set).
+ * Measured (bench/step_products.py --threads 2 --dtype int8 --head, ms per step of GPT-2 124M's 49
+ * products, old code / this, interleaved): N = 1: 5.9 / 5.8, 2: 7.3 / 5.5, 8: 7.3 / 6.0,
+ * 16: 7.7 / 7.7, 32: 12.5 / 10.3, 64: 22.8 / 19.4. Weights in cache (one thread, 768 x 768), ns per
+ * 16 outputs x 32 inputs: ~16 at N = 1 (~20 before), ~33 at 16 rows, ~55-60 at 32. What did not
+ * pay: issuing the tiles 2-3 blocks ahead of the epilogue (4 result buffers), reading the results
+ * of block b before block b + 1's tile store, tiles of two blocks then both epilogues, prefetching
+ * w two groups ahead: all within noise or slower. The 16-row case stays ~1.25x N = 1: the stored
+ * tile is read back through memory (no tile-to-vector move before AMX-AVX512), and the epilogue's
+ * 16 vectors per block do not hide under the weight stream.
  *
  * bfloat16 arithmetic: x rounded to bfloat16 (to nearest even, as quant.float32_to_bf16_bits: the
  * spec is fastgpt.quant.linear_ref_bf16_activations, as for csrc/hgemm.c's GEMM), tdpbf16ps sums the
@@ -213,61 +231,138 @@ TARGET_AVX static inline const float *block_scales(const uint16_t *s, ptrdiff_t 
     return one;
 }
 
-/* y for rows [o_begin, o_end) of w. Per chunk of 16 rows of x, the result tile's rows are the 16
- * outputs with the rows of x in lanes, scaled per block in place and transposed into rows of y at
- * the end. One row of x (N = 1) makes the result tile a column, stored as one vector of the 16
- * outputs and scaled with outputs in lanes: 4 vector ops per block instead of 16 rows' 4. */
-TARGET_AMX static void amx_i8(const int8_t *w, const uint16_t *s, const float *bias, const int8_t *xq,
-                              ptrdiff_t n_rows, ptrdiff_t n_in, float *y, ptrdiff_t ys, ptrdiff_t o_begin,
-                              ptrdiff_t o_end) {
+/* Tiles of amx_i8's pipeline: blocks alternate between two sets (w, x, results of 2 chunks), so that
+ * the tile work of block b + 1 does not wait for block b's result tiles to be stored. */
+#define T_W_EVEN 0
+#define T_W_ODD 1
+#define T_X_EVEN 2
+#define T_X_ODD 3
+#define T_Y_EVEN 4
+#define T_Y_ODD 5
+#define T_Y2_EVEN 6
+#define T_Y2_ODD 7
+
+/* Both sets: w tiles of 16 outputs x 32 inputs, x tiles of 8 steps of 4 inputs x nn rows, result
+ * tiles of 16 outputs x nn rows. */
+TARGET_AMX static void configure_i8(int nn) {
+    _Alignas(64) tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = T_W_EVEN; t <= T_W_ODD; t++) cfg.rows[t] = 16, cfg.colsb[t] = 32;
+    for (int t = T_X_EVEN; t <= T_X_ODD; t++) cfg.rows[t] = 8, cfg.colsb[t] = (uint16_t)(4 * nn);
+    for (int t = T_Y_EVEN; t <= T_Y2_ODD; t++) cfg.rows[t] = 16, cfg.colsb[t] = (uint16_t)(4 * nn);
+    _tile_loadconfig(&cfg);
+}
+
+/* dots = (w tile already in TW) . x tile of one block, stored as 16 outputs x nn rows (stride 4 nn
+ * bytes). */
+#define I8_CHUNK_TILES(TW, TX, TY, xt, dots, nn)                                                               \
+    do {                                                                                                   \
+        _tile_loadd(TX, xt, 64);                                                                           \
+        _tile_zero(TY);                                                                                    \
+        _tile_dpbssd(TY, TW, TX);                                                                          \
+        _tile_stored(TY, dots, 4 * (nn));                                                                  \
+    } while (0)
+
+/* y[q, r] = acc + bias[r] for q < nq rows of x, r < mr outputs, from amx_i8_nn's accumulators of
+ * one chunk (nn vectors, lane e of vector j: output (16 j + e) / nn, row (16 j + e) % nn). */
+TARGET_AVX static void store_chunk(const __m512 *acc, int nn, const float *bias, ptrdiff_t mr, float *y, ptrdiff_t ys,
+                                   ptrdiff_t nq) {
+    if (nn == 16) {
+        store_group(acc, bias, mr, y, ys, nq);
+        return;
+    }
+    _Alignas(64) float lanes[256];
+    for (int j = 0; j < nn; j++) _mm512_store_ps(lanes + j * 16, acc[j]);
+    const __mmask16 keep = (__mmask16)(mr >= 16 ? 0xFFFFu : (1u << mr) - 1u);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(keep, bias) : _mm512_setzero_ps();
+    const __m512i outputs = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(nn));
+    for (ptrdiff_t q = 0; q < nq; q++) {
+        __m512 row = _mm512_i32gather_ps(_mm512_add_epi32(outputs, _mm512_set1_epi32((int)q)), lanes, 4);
+        _mm512_mask_storeu_ps(y + q * ys, keep, bias ? _mm512_add_ps(row, b) : row);
+    }
+}
+
+/* y for rows [o_begin, o_end) of w, nn rows of x per tile (1, 2, 4, 8 or 16: n_rows rounded up to
+ * a power of 2, rows past n_rows computed and dropped). A block's int32 results are 16 outputs x nn
+ * rows, which fill nn vectors: lane e of vector j is output (16 j + e) / nn, row (16 j + e) % nn.
+ * The epilogue scales them in that layout (sw permuted to the lanes' outputs, sx to their rows), so a
+ * few rows cost a few vectors per block, not 16. Blocks are software-pipelined: the tiles of block
+ * b + 1 go on the other tile set, into the other half of `dots`, before the epilogue of block b.
+ * Above 16 rows, two chunks of x share each w tile (result tiles T_Y and T_Y2). */
+TARGET_AMX __attribute__((always_inline)) static inline void
+amx_i8_nn(const int8_t *w, const uint16_t *s, const float *bias, const int8_t *xq, ptrdiff_t n_rows, ptrdiff_t n_in,
+          float *y, ptrdiff_t ys, ptrdiff_t o_begin, ptrdiff_t o_end, const int nn) {
     const ptrdiff_t nb = n_in / FG_Q8_BLOCK, nc = chunks_of(n_rows);
     const float *sx = (const float *)(xq + align64(nc * nb * 512));
-    const int one_row = n_rows == 1;
-    _Alignas(64) int32_t dots[256];
+    _Alignas(64) int32_t dots[2][2][256];
     _Alignas(64) char pad[16 * 64];
     _Alignas(64) float table[SW_MAX_BLOCKS * 16], one[16];
-    configure(32, 8, one_row ? 4 : 64, 1);
+    __m512i sw_lanes[8];
+    for (int j = 0; j < (nn < 16 ? nn : 0); j++)
+        for (int e = 0; e < 16; e++) ((int32_t *)&sw_lanes[j])[e] = (16 * j + e) / nn;
+    const __m512i sx_lanes = _mm512_and_si512(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32(nn - 1));
+    configure_i8(nn);
     for (ptrdiff_t g = o_begin; g < o_end; g += 16) {
         const ptrdiff_t mr = o_end - g < 16 ? o_end - g : 16;
         const int8_t *wg = w + g * n_in;
         if (nb <= SW_MAX_BLOCKS) scale_table(s + g * nb, nb, mr, table);
-        for (ptrdiff_t c = 0; c < nc; c++) {
-            __m512 acc[16];
-            for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
-            for (ptrdiff_t b = 0; b < nb; b++) {
-                if (c == 0) /* the next group of w: line b / 2 of 8 of its rows per block */
-                    for (int p = 0; p < 8; p++)
-                        _mm_prefetch(pf_at((const char *)wg, (16 + (b & 1) * 8 + p) * n_in + b / 2 * 64), _MM_HINT_T0);
-                ptrdiff_t stride;
-                const void *a = w_tile((const char *)wg, n_in, mr, b * 32, 32, pad, &stride);
-                _tile_loadd(T_W, a, stride);
-                _tile_loadd(T_X, xq + (c * nb + b) * 512, 64);
-                _tile_zero(T_Y0);
-                _tile_dpbssd(T_Y0, T_W, T_X);
-                _tile_stored(T_Y0, dots, one_row ? 4 : 64);
-                const float *sw = block_scales(s + g * nb, nb, mr, b, table, one);
-                if (one_row) {
-                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots)), _mm512_load_ps(sw));
-                    acc[0] = _mm512_fmadd_ps(t, _mm512_set1_ps(sx[b * 16]), acc[0]);
-                    continue;
+        for (ptrdiff_t c0 = 0; c0 < nc; c0 += 2) {
+            const int pair = c0 + 1 < nc;
+            __m512 acc[2][16];
+            for (int j = 0; j < nn; j++) acc[0][j] = acc[1][j] = _mm512_setzero_ps();
+            for (ptrdiff_t b = 0; b <= nb; b++) {
+                if (b < nb) {
+                    if (c0 == 0) /* the next group of w: line b / 2 of 8 of its rows per block */
+                        for (int p = 0; p < 8; p++)
+                            _mm_prefetch(pf_at((const char *)wg, (16 + (b & 1) * 8 + p) * n_in + b / 2 * 64), _MM_HINT_T0);
+                    ptrdiff_t stride;
+                    const void *a = w_tile((const char *)wg, n_in, mr, b * 32, 32, pad, &stride);
+                    const int8_t *xt = xq + (c0 * nb + b) * 512;
+                    if (b & 1) {
+                        _tile_loadd(T_W_ODD, a, stride);
+                        I8_CHUNK_TILES(T_W_ODD, T_X_ODD, T_Y_ODD, xt, dots[1][0], nn);
+                        if (pair) I8_CHUNK_TILES(T_W_ODD, T_X_ODD, T_Y2_ODD, xt + nb * 512, dots[1][1], nn);
+                    } else {
+                        _tile_loadd(T_W_EVEN, a, stride);
+                        I8_CHUNK_TILES(T_W_EVEN, T_X_EVEN, T_Y_EVEN, xt, dots[0][0], nn);
+                        if (pair) I8_CHUNK_TILES(T_W_EVEN, T_X_EVEN, T_Y2_EVEN, xt + nb * 512, dots[0][1], nn);
+                    }
                 }
-                const __m512 sxv = _mm512_load_ps(sx + (c * nb + b) * 16);
-                for (int r = 0; r < 16; r++) {
-                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + r * 16)), _mm512_set1_ps(sw[r]));
-                    acc[r] = _mm512_fmadd_ps(t, sxv, acc[r]);
+                if (b == 0) continue;
+                const ptrdiff_t e = b - 1; /* the epilogue of the previous block */
+                const float *sw = block_scales(s + g * nb, nb, mr, e, table, one);
+                const __m512 swv = _mm512_load_ps(sw);
+                for (int k = 0; k <= pair; k++) {
+                    const __m512 sxv = _mm512_load_ps(sx + ((c0 + k) * nb + e) * 16);
+                    const __m512 sx_row = nn == 16 ? sxv : _mm512_permutexvar_ps(sx_lanes, sxv);
+                    for (int j = 0; j < nn; j++) {
+                        const __m512 sw_row = nn == 1    ? swv
+                                              : nn == 16 ? _mm512_set1_ps(sw[j])
+                                                         : _mm512_permutexvar_ps(sw_lanes[j], swv);
+                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots[e & 1][k] + j * 16)), sw_row);
+                        acc[k][j] = _mm512_fmadd_ps(t, sx_row, acc[k][j]);
+                    }
                 }
             }
-            if (one_row) {
-                __mmask16 keep = (__mmask16)(mr >= 16 ? 0xFFFFu : (1u << mr) - 1u);
-                _mm512_mask_storeu_ps(y + g, keep,
-                                      bias ? _mm512_add_ps(acc[0], _mm512_maskz_loadu_ps(keep, bias + g)) : acc[0]);
-            } else {
-                store_group(acc, bias ? bias + g : NULL, mr, y + c * 16 * ys + g, ys,
+            for (ptrdiff_t c = c0; c <= c0 + pair; c++)
+                store_chunk(acc[c - c0], nn, bias ? bias + g : NULL, mr, y + c * 16 * ys + g, ys,
                             n_rows - c * 16 < 16 ? n_rows - c * 16 : 16);
-            }
         }
     }
     _tile_release();
+}
+
+TARGET_AMX static void amx_i8(const int8_t *w, const uint16_t *s, const float *bias, const int8_t *xq,
+                              ptrdiff_t n_rows, ptrdiff_t n_in, float *y, ptrdiff_t ys, ptrdiff_t o_begin,
+                              ptrdiff_t o_end) {
+    if (n_rows == 1) amx_i8_nn(w, s, bias, xq, n_rows, n_in, y, ys, o_begin, o_end, 1);
+    else if (n_rows == 2) amx_i8_nn(w, s, bias, xq, n_rows, n_in, y, ys, o_begin, o_end, 2);
+    else if (n_rows <= 4) amx_i8_nn(w, s, bias, xq, n_rows, n_in, y, ys, o_begin, o_end, 4);
+    else if (n_rows <= 8) amx_i8_nn(w, s, bias, xq, n_rows, n_in, y, ys, o_begin, o_end, 8);
+    else amx_i8_nn(w, s, bias, xq, n_rows, n_in, y, ys, o_begin, o_end, 16);
 }
 
 /* Up to 4 chunks of x (64 rows) per pass over a group of w: tiles 2-5 hold their sums. */
