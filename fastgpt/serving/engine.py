@@ -233,6 +233,7 @@ class Engine:
     ``max_batch``: rows of the shared cache (sequences decoded per step). ``max_queue``:
     waiting requests before :class:`QueueFull`. ``max_tokens``: the largest number of new
     tokens a sequence may ask for (None: the context). ``observer``: metrics hooks.
+    ``step_tokens`` (attribute, default STEP_TOKENS): the most tokens one step carries.
     """
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64,
