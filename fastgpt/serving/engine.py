@@ -12,10 +12,10 @@ Each step (the shape of llama.cpp's ``update_slots`` and vLLM's scheduler):
    row each), so a request larger than the free rows enters over several steps;
 3. decode: one batched ``model.forward`` of one token for every sequence that has one,
    each on its own row and at its own length, then each sequence picks its next token. Short
-   prompts (``n`` x tokens within what the backend runs as one fused call with the decoding
-   rows: ``Model.max_fused_tokens``) go in whole in the same call (``Model.forward_rows``),
-   as vLLM's chunked prefill mixes prompt and decode tokens in a step: a burst of chat-sized
-   prompts costs the running streams about one wider step, not one step per prompt;
+   prompts (``n`` x tokens within one fused call of the backend: ``Model.max_fused_tokens``) go
+   in in the same call (``Model.forward_rows``), in pieces that fill the step to
+   ``STEP_TOKENS``, as vLLM's chunked prefill mixes prompt and decode tokens in a step: a burst
+   of chat-sized prompts costs the running streams a few wider steps, not a call per prompt;
 4. prefill: the other prompts, one per forward call (its ``n`` rows together, as ``Generator`` runs
    ``num_return_sequences=n``), in chunks of exactly ``model.prefill_chunk`` tokens (the
    last one shorter), one chunk per prompt per step and at most ``PREFILL_CHUNKS_PER_STEP``
@@ -453,12 +453,15 @@ class Engine:
         finishing = [prefill for prefill, size in pieces if prefill.fed + size == prefill.prompt.shape[0]]
         try:
             if pieces:
-                row_ids = list(ids) + [p.prompt[p.fed: p.fed + size] for p, size in pieces for _ in p.slots]
-                all_rows = np.concatenate([rows] + [p.rows for p, _ in pieces])
-                first = np.cumsum([B] + [p.rows.shape[0] for p, _ in pieces])       # each piece's first row
-                want = np.concatenate([np.arange(B)] + [np.arange(f, f + p.rows.shape[0])
-                                                        for f, (p, _) in zip(first, pieces) if p in finishing])
-                logits = self.model.forward_rows(row_ids, self._cache, all_rows, logit_rows=want)
+                row_ids, all_rows, want = list(ids), [rows], list(range(B))   # logits: decoding rows,
+                for prefill, size in pieces:                                    # and finished prompts'
+                    n = prefill.rows.shape[0]
+                    if prefill in finishing:
+                        want.extend(range(len(row_ids), len(row_ids) + n))
+                    row_ids += [prefill.prompt[prefill.fed: prefill.fed + size]] * n
+                    all_rows.append(prefill.rows)
+                logits = self.model.forward_rows(row_ids, self._cache, np.concatenate(all_rows),
+                                                 logit_rows=np.array(want, np.int64))
             else:
                 logits = self._forward(ids, rows)                   # (B', V)
         except Exception as exc:                      # the step's requests end; the engine goes on
@@ -482,10 +485,14 @@ class Engine:
         fused = self.model.max_fused_tokens
         return prefill.rows.shape[0] * min(prefill.prompt.shape[0], self.prefill_chunk) <= fused
 
+    def _step_limit(self) -> int:
+        """The most tokens of a step: one fused call's, and at most step_tokens."""
+        return min(self.step_tokens, self.model.max_fused_tokens)
+
     def _prompt_pieces(self, decoding: int) -> list[tuple[_Prefill, int]]:
         """(prompt, tokens) that go in with this step's decode call, oldest first: as many
-        tokens of each as its n rows leave room for within one fused call."""
-        room, pieces = min(self.step_tokens, self.model.max_fused_tokens) - decoding, []
+        tokens of each as its n rows leave room for within the step's limit."""
+        room, pieces = self._step_limit() - decoding, []
         for prefill in self._prefills:
             n = prefill.rows.shape[0]
             if room < n:
@@ -505,7 +512,9 @@ class Engine:
             if prefill.request.ended:
                 self._prefills.remove(prefill)
                 continue
-            if self._mixes(prefill) and self.max_batch <= self.model.max_fused_tokens:
+            # With at most that many rows busy, a step always has room for a piece of every
+            # prompt that mixes; with more, the prompts that get none go in here.
+            if self._mixes(prefill) and self.max_batch <= self._step_limit():
                 continue                              # it goes in with the decode steps
             n = prefill.rows.shape[0]
             chunk = prefill.prompt[prefill.fed: prefill.fed + self.prefill_chunk]   # (T,) view
