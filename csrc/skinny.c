@@ -24,27 +24,36 @@
  *   x 3 or 12 KB apart (I = 768, 3072) collide in L1 (same offsets mod 4 KB); an L1 micro-benchmark
  *   ran at 184 GFLOP/s with rows 4 KB apart and 274 with rows packed (in csrc/hdot.c, which this file
  *   generalises). The copy is one load and store per 16 inputs, once per chunk of w.
- * - Loop order: chunks of ~SK_CHUNK_BYTES of w (at most SK_BMAX rows; they stay in L2), then groups
- *   of up to 6 rows of x (split evenly: 9 = 5 + 4, 16 = 5 + 5 + 6), then slices of SK_KC inputs,
- *   then blocks of 4 rows of w. w comes from DRAM once, in the chunk's first group; the other
- *   groups read it from L2.
- * - Prefetch: with several groups, each k-step also prefetches (T0) the next lines of the next
- *   chunk of w, so that the chunk's passes cover the next chunk evenly: the rows of a block are 4
- *   streams, which the hardware prefetcher follows worse than one. With one group (up to 6 rows,
- *   batch-1 decode) w is read once and the hardware prefetcher alone does it best: with the
- *   prefetch, a batch-1 fused decode step of GPT-2 124M (2 threads) took 23.0 ms against 21.0 for
- *   the one-stream matvec before issue 16; without it 19.1 (medians, interleaved).
- * - n_in > SK_KC: the accumulators of each block of w are parked in a stack array between slices
- *   (chunks of at most SK_BMAX_K rows then); each lane's FMA chain simply continues.
+ * - More than 6 rows (several groups of up to 6 rows of x, split evenly: 9 = 5 + 4, 16 = 5 + 5 + 6):
+ *   the rows of x are packed once per call, whole, into a per-thread buffer, and each block of 4
+ *   rows of w meets every group before the next block (block-major): w streams from DRAM at an
+ *   even pace and is re-read from L1/L2 by the other groups, x from L2. Each k-step also
+ *   prefetches (T2, the farthest hint) one line of the block after next, so that DRAM is read
+ *   while the FMAs run instead of in bursts. The order it replaced (chunks of 384 KB of w, then
+ *   groups, then blocks, prefetching the next chunk in T0) read w in bursts: in a float32 fused
+ *   decode step of 16 rows (GPT-2 124M, 2 threads) it took 44.5 ms against ~34 for this order
+ *   (medians, interleaved); one line per k-step beat two (36.9-39.8 ms), T2 beat T0 and T1, and
+ *   two blocks ahead beat one (34.7 vs 36.9), with no gain from three or from chunks of 8-32 rows.
+ * - Up to 6 rows (batch-1 decode, one group): w is read once, in chunks of ~SK_CHUNK_BYTES (at
+ *   most SK_BMAX rows), then slices of SK_KC inputs packed on the stack, then blocks, and the
+ *   hardware prefetcher alone does it best: with a software prefetch, a batch-1 fused decode step
+ *   took 23.0 ms against 21.0 for the one-stream matvec before issue 16; without it 19.1. The same
+ *   order serves more rows when the packed buffer cannot be allocated.
+ * - n_in > SK_KC in the stack order: the accumulators of each block of w are parked in a stack
+ *   array between slices (chunks of at most SK_BMAX_K rows then); each lane's FMA chain simply
+ *   continues. The block-major order packs all of n_in and needs no slices.
  *
- * Non-goals: no threads (callers split [o_begin, o_end) into bands), no allocation (~48 KB of
- * stack), no fast-math, no int8 (csrc/quant.c, csrc/amx.c). The AVX-512 path needs F/BW/VL + F16C
+ * Non-goals: no threads (callers split [o_begin, o_end) into bands), no allocation per call (~48 KB
+ * of stack, and the per-thread packed x, grown to the largest call and freed when the thread
+ * exits), no fast-math, no int8 (csrc/quant.c, csrc/amx.c). The AVX-512 path needs F/BW/VL + F16C
  * (fg_quant_level() >= FG_AVX512 for 16-bit w; AVX512F alone for float32, which loads no 16-bit
  * data); below it the AVX2 loop (float32 here, 16-bit in csrc/quant.c) and the scalar *_ref keep the
  * product correct, each in a summation order of its own that depends on n_in alone as well.
  */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "fastgpt_kernels.h"
 #include "reduce_avx512.h"
@@ -60,6 +69,7 @@
 #define SK_CHUNK_BYTES (384 * 1024) /* of w per chunk... */
 #define SK_BMAX 128                 /* ...but at most this many rows */
 #define SK_BMAX_K 64                /* rows per chunk when n_in > SK_KC (parked accumulators) */
+#define SK_MAX_GROUPS 32            /* groups of rows of x in the block-major order, at most */
 
 static ptrdiff_t esize_of(int fmt) { return fmt == FG_W_F32 ? 4 : 2; }
 
@@ -103,7 +113,7 @@ sk_block(const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk
     uintptr_t pf = *pfc;
     const ptrdiff_t nk16 = TAIL ? nk & ~(ptrdiff_t)15 : nk;
     for (ptrdiff_t k = 0; k < nk16; k += 16, xp += NR * 16) {
-        for (int j = 0; j < pfn && pf < pf_end; j++, pf += 64) _mm_prefetch((const char *)pf, _MM_HINT_T0);
+        for (int j = 0; j < pfn && pf < pf_end; j++, pf += 64) _mm_prefetch((const char *)pf, _MM_HINT_T2);
         __m512 wv[SK_MR];
         for (int r = 0; r < SK_MR; r++) wv[r] = sk_load(wr[r], k, 0, FMT, 0);
         for (int q = 0; q < NR; q++) {
@@ -180,8 +190,60 @@ TARGET_SK static void sk_pack_x(const float *x, ptrdiff_t xs, ptrdiff_t nr, ptrd
     }
 }
 
+/* The calling thread's buffer of at least n floats (64-byte aligned), or NULL if it cannot have
+ * one. Per thread, so concurrent calls never share it; a pthread key frees it when the thread
+ * exits (OpenMP pools and Python threads come and go). */
+static pthread_key_t xpack_key;
+static pthread_once_t xpack_once = PTHREAD_ONCE_INIT;
+static int xpack_key_ok;
+static _Thread_local float *xpack;
+static _Thread_local ptrdiff_t xpack_floats;
+
+static void xpack_key_init(void) { xpack_key_ok = pthread_key_create(&xpack_key, free) == 0; }
+
+static float *xpack_buffer(ptrdiff_t n) {
+    if (n <= xpack_floats) return xpack;
+    pthread_once(&xpack_once, xpack_key_init);
+    if (!xpack_key_ok) return NULL;
+    float *p = aligned_alloc(64, ((size_t)n * sizeof(float) + 63) / 64 * 64);
+    if (p == NULL || pthread_setspecific(xpack_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    free(xpack);
+    xpack = p;
+    xpack_floats = n;
+    return p;
+}
+
+/* Block-major order for several groups of rows (see Design); 0 if there is no buffer for x. */
+TARGET_SK static int skinny_block_major(const void *w, int fmt, const float *bias, const float *x, ptrdiff_t xs,
+                                        float *y, ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
+                                        ptrdiff_t o_end) {
+    const ptrdiff_t es = esize_of(fmt), n_groups = (n_rows + SK_NR - 1) / SK_NR, n16 = (n_in + 15) / 16 * 16;
+    const ptrdiff_t block_bytes = SK_MR * n_in * es;
+    sk_fn blk[SK_NR + 1];
+    ptrdiff_t g0[SK_MAX_GROUPS + 1];
+    float *xp = n_groups <= SK_MAX_GROUPS ? xpack_buffer(n_rows * n16) : NULL;
+    if (xp == NULL) return 0;
+    for (int q = 1; q <= SK_NR; q++) blk[q] = SK_BLOCKS[fmt == FG_W_F32 ? 2 : fmt][0][n_in % 16 != 0][q];
+    for (ptrdiff_t g = 0; g <= n_groups; g++) g0[g] = g * n_rows / n_groups;
+    /* group g's rows [g0[g], g0[g + 1]) at xp + g0[g] * n16, as xp[j][q][16] over all of n_in */
+    for (ptrdiff_t g = 0; g < n_groups; g++) sk_pack_x(x + g0[g] * xs, xs, g0[g + 1] - g0[g], 0, n_in, xp + g0[g] * n16);
+    for (ptrdiff_t o = o_begin; o < o_end; o += SK_MR) {
+        const ptrdiff_t mr = o_end - o < SK_MR ? o_end - o : SK_MR;
+        const char *wb = (const char *)w + o * n_in * es;
+        uintptr_t pfc = (uintptr_t)(wb + 2 * block_bytes), pf_end = pfc + (uintptr_t)block_bytes;
+        for (ptrdiff_t g = 0; g < n_groups; g++)
+            blk[g0[g + 1] - g0[g]](wb, n_in, mr, 0, n_in, xp + g0[g] * n16, NULL, 1, 1, bias ? bias + o : NULL,
+                                   y + g0[g] * ys + o, ys, &pfc, pf_end, 1);
+    }
+    return 1;
+}
+
 TARGET_SK static void skinny_avx512(const void *w, int fmt, const float *bias, const float *x, ptrdiff_t xs, float *y,
                                     ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end) {
+    if (n_rows > SK_NR && skinny_block_major(w, fmt, bias, x, xs, y, ys, n_rows, n_in, o_begin, o_end)) return;
     _Alignas(64) float xp[SK_NR * SK_KC];
     _Alignas(64) __m512 accs[SK_BMAX_K * SK_NR];
     const ptrdiff_t es = esize_of(fmt), n_groups = (n_rows + SK_NR - 1) / SK_NR;
@@ -192,7 +254,7 @@ TARGET_SK static void skinny_avx512(const void *w, int fmt, const float *bias, c
     if (n_in > SK_KC && B > SK_BMAX_K) B = SK_BMAX_K;
     if (B < SK_MR) B = SK_MR;
     /* lines to prefetch per k-step so that one chunk's passes cover the next chunk; none for a
-     * single pass (see Prefetch above) */
+     * single pass (see Design above) */
     const ptrdiff_t lines = SK_MR * 16 * es / 64;
     const int pfn = n_groups > 1 ? (int)((lines + n_groups - 1) / n_groups) : 0;
     for (ptrdiff_t oc = o_begin; oc < o_end; oc += B) {

@@ -103,3 +103,35 @@ def test_the_backend_keeps_rows_independent_up_to_64_rows(dtype):
         got = be.linear(x[:n], w, b, np.empty((n, 300), np.float32))
         diff = np.flatnonzero((got != alone[:n]).any(axis=1))
         assert diff.size == 0, f"{dtype}: {n} rows: rows {diff[:5]} differ from alone, max {np.abs(got - alone[:n]).max()}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_threads_calling_at_once_each_get_their_own_bits(dtype):
+    """More than 6 rows pack x into a buffer per calling thread (csrc/skinny.c's block-major order),
+    grown to the largest call: threads that start, grow theirs at different moments and exit, all
+    at once, must each get the bits of the same product run alone."""
+    import threading
+
+    cases = []
+    for k, (O, I) in enumerate([(131, 768), (37, 100), (64, 3072), (20, 33)]):
+        x, w, b = _case(dtype, O, I, seed=11 + k)
+        for n in (7, 16, 33, 64):
+            cases.append((x[:n], w, b, _product(dtype, x[:n], w, b, 2, 1)))
+    failures = []
+
+    def worker(order):
+        for i in order:
+            x, w, b, want = cases[i]
+            got = _product(dtype, x, w, b, 2, 1)
+            if not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
+                failures.append((i, x.shape, w.shape))
+
+    rng = np.random.default_rng(5)
+    for _ in range(3):                                  # new threads each round: buffers made and freed
+        threads = [threading.Thread(target=worker, args=(rng.permutation(len(cases)),)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    assert not failures, f"{dtype}: {len(failures)} products differ from alone, first {failures[0]}"
