@@ -34,6 +34,14 @@
  *   decode step of 16 rows (GPT-2 124M, 2 threads) it took 44.5 ms against ~34 for this order
  *   (medians, interleaved); one line per k-step beat two (36.9-39.8 ms), T2 beat T0 and T1, and
  *   two blocks ahead beat one (34.7 vs 36.9), with no gain from three or from chunks of 8-32 rows.
+ *   What did not pay (one thread, C harness calling fg_linear_rows_f32; FMA peak ~230 GFLOP/s per
+ *   core, this block ~175 in L1, ~130-140 with w in L2 and x re-read from L2, ~60-90 from DRAM at
+ *   16 rows): slices of 128-256 inputs with the accumulators parked between them, so that x and w
+ *   both stay in L1 (74-92 against 104 GFLOP/s in L2: the parking costs more than the misses);
+ *   an 8 x 3 block (8 rows of w, x held in registers, half the x traffic per FMA): +2-9% with w in
+ *   L2 at I = 768, -4-12% at I = 3072 (8 rows of 12 KB spill L1), no change from DRAM at 16 rows;
+ *   prefetching 4 or 8 blocks ahead, or two lines per k-step, or a range of two blocks: within
+ *   noise or slower.
  * - Up to 6 rows (batch-1 decode, one group): w is read once, in chunks of ~SK_CHUNK_BYTES (at
  *   most SK_BMAX rows), then slices of SK_KC inputs packed on the stack, then blocks, and the
  *   hardware prefetcher alone does it best: with a software prefetch, a batch-1 fused decode step
