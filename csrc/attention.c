@@ -118,9 +118,18 @@ attend_avx512(const float *q, const void *k, const void *v, ptrdiff_t d, ptrdiff
     __m512 qv[FG_MAX_D_REGS], acc[FG_MAX_D_REGS];
     for (int c = 0; c < nv; c++) qv[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), _mm512_set1_ps(scale));
 
+    /* A 16-bit cache: while scoring keys j..j+3, prefetch their value rows, so that the value pass
+     * after the softmax finds them in L1. A (row, head) pair's keys and values are two short runs
+     * (80 keys x 128 B each at 80 positions), too short for the hardware prefetcher to ramp up
+     * on: an int8 fused decode step of 16 rows at ~80 positions (GPT-2 124M, float16 cache, 2
+     * threads) took 10.8 ms with this against 11.8 without (medians of 5, interleaved). A float32
+     * cache has twice the lines per key and measured 3% slower with it, so it goes without. */
+    const ptrdiff_t v_row_bytes = FMT == FG_W_F32 ? 0 : d * 2;
     ptrdiff_t j = first;
     for (; j + 4 <= last; j += 4) {
         const ptrdiff_t k0 = j * d;
+        for (ptrdiff_t off = 0; off < 4 * v_row_bytes; off += 64)
+            _mm_prefetch((const char *)v + j * v_row_bytes + off, _MM_HINT_T0);
         __m512 s0 = _mm512_mul_ps(qv[0], kv_load16(k, k0, FMT));
         __m512 s1 = _mm512_mul_ps(qv[0], kv_load16(k, k0 + d, FMT));
         __m512 s2 = _mm512_mul_ps(qv[0], kv_load16(k, k0 + 2 * d, FMT));
