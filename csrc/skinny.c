@@ -23,7 +23,8 @@
  * - x is copied per block of rows and slice of SK_KC inputs into xp[j][q][16] on the stack: rows of
  *   x 3 or 12 KB apart (I = 768, 3072) collide in L1 (same offsets mod 4 KB); an L1 micro-benchmark
  *   ran at 184 GFLOP/s with rows 4 KB apart and 274 with rows packed (in csrc/hdot.c, which this file
- *   generalises). The copy is one load and store per 16 inputs, once per chunk of w.
+ *   generalises). The copy is one load and store per 16 inputs, once per call (block-major order)
+ *   or once per chunk of w (the stack order below).
  * - More than 6 rows (several groups of up to 6 rows of x, split evenly: 9 = 5 + 4, 16 = 5 + 5 + 6):
  *   the rows of x are packed once per call, whole, into a per-thread buffer, and each block of 4
  *   rows of w meets every group before the next block (block-major): w streams from DRAM at an
@@ -187,6 +188,7 @@ SK_FNS(3)
 #define SK_TABLE(FMT) {{SK_ROW(FMT, 0, 0), SK_ROW(FMT, 0, 1)}, {SK_ROW(FMT, 1, 0), SK_ROW(FMT, 1, 1)}}
 /* [format: bfloat16, float16, float32][k split][tail][rows of x] */
 static const sk_fn SK_BLOCKS[3][2][2][SK_NR + 1] = {SK_TABLE(0), SK_TABLE(1), SK_TABLE(3)};
+static int table_of(int fmt) { return fmt == FG_W_F32 ? 2 : fmt; }
 
 /* x rows [0, nr) (rows xs apart), inputs [k0, k0 + nk), into xp[j][q][16], zero past the row */
 TARGET_SK static void sk_pack_x(const float *x, ptrdiff_t xs, ptrdiff_t nr, ptrdiff_t k0, ptrdiff_t nk, float *xp) {
@@ -234,7 +236,7 @@ TARGET_SK static int skinny_block_major(const void *w, int fmt, const float *bia
     ptrdiff_t g0[SK_MAX_GROUPS + 1];
     float *xp = n_groups <= SK_MAX_GROUPS ? xpack_buffer(n_rows * n16) : NULL;
     if (xp == NULL) return 0;
-    for (int q = 1; q <= SK_NR; q++) blk[q] = SK_BLOCKS[fmt == FG_W_F32 ? 2 : fmt][0][n_in % 16 != 0][q];
+    for (int q = 1; q <= SK_NR; q++) blk[q] = SK_BLOCKS[table_of(fmt)][0][n_in % 16 != 0][q];
     for (ptrdiff_t g = 0; g <= n_groups; g++) g0[g] = g * n_rows / n_groups;
     /* group g's rows [g0[g], g0[g + 1]) at xp + g0[g] * n16, as xp[j][q][16] over all of n_in */
     for (ptrdiff_t g = 0; g < n_groups; g++) sk_pack_x(x + g0[g] * xs, xs, g0[g + 1] - g0[g], 0, n_in, xp + g0[g] * n16);
@@ -255,7 +257,7 @@ TARGET_SK static void skinny_avx512(const void *w, int fmt, const float *bias, c
     _Alignas(64) float xp[SK_NR * SK_KC];
     _Alignas(64) __m512 accs[SK_BMAX_K * SK_NR];
     const ptrdiff_t es = esize_of(fmt), n_groups = (n_rows + SK_NR - 1) / SK_NR;
-    const int table = fmt == FG_W_F32 ? 2 : fmt;
+    const int table = table_of(fmt);
     /* chunk of rows of w: about SK_CHUNK_BYTES, at most SK_BMAX_K rows when k is split */
     ptrdiff_t B = SK_CHUNK_BYTES / (n_in * es) / SK_MR * SK_MR;
     if (B > SK_BMAX) B = SK_BMAX;
