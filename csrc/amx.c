@@ -135,15 +135,15 @@ TARGET_AMX static void configure(int w_cols, int x_rows, int x_cols, int n_y) {
     _tile_loadconfig(&cfg);
 }
 
-/* Chunk c of x rounded to int8 per block (q8_round_block, as csrc/qgemm.c): per block, the 16
+/* Blocks [b_begin, b_end) of chunk c of x rounded to int8 (q8_round_block, as csrc/qgemm.c): per block, the 16
  * rows' 8 dwords of 4 inputs are transposed in registers into the tile's 8 rows of 16 dwords. A
  * chunk of few rows (a decode step of a small batch) stores its dwords one by one instead; the
  * columns of missing rows then keep whatever they held (their results are never stored). */
 TARGET_AVX static void prep_i8_chunk(const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t c,
-                                     int8_t *xq) {
+                                     ptrdiff_t b_begin, ptrdiff_t b_end, int8_t *xq) {
     const ptrdiff_t nb = n_in / FG_Q8_BLOCK, nv = n_rows - 16 * c < 16 ? n_rows - 16 * c : 16;
     float *sx = (float *)(xq + align64(chunks_of(n_rows) * nb * 512));
-    for (ptrdiff_t b = 0; b < nb; b++) {
+    for (ptrdiff_t b = b_begin; b < b_end; b++) {
         int8_t *tile = xq + (c * nb + b) * 512;
         __m512 rows[16], t[16];
         _Alignas(64) float d[16] = {0};
@@ -175,9 +175,25 @@ void fg_amx_prep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff
     const ptrdiff_t c_begin = r_begin / 16, c_end = (r_end + 15) / 16;
     if (fmt == FG_Q_BF16) fg_bf16_pack_x(x__ni, x_stride, n_rows, n_in, c_begin, c_end, ksteps_of(n_in) * 16, prep);
     if (fmt == FG_Q_I8)
-        for (ptrdiff_t c = c_begin; c < c_end; c++) prep_i8_chunk(x__ni, x_stride, n_rows, n_in, c, (int8_t *)prep);
+        for (ptrdiff_t c = c_begin; c < c_end; c++)
+            prep_i8_chunk(x__ni, x_stride, n_rows, n_in, c, 0, n_in / FG_Q8_BLOCK, (int8_t *)prep);
 #else
     (void)fmt, (void)x__ni, (void)x_stride, (void)n_rows, (void)n_in, (void)r_begin, (void)r_end, (void)prep;
+#endif
+}
+
+void fg_amx_prep_i8_part(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, int part,
+                         int n_parts, void *prep) {
+#ifdef FG_AMX_BUILD
+    const ptrdiff_t nb = n_in / FG_Q8_BLOCK, items = chunks_of(n_rows) * nb;
+    const ptrdiff_t i_begin = items * part / n_parts, i_end = items * (part + 1) / n_parts;
+    for (ptrdiff_t i = i_begin; i < i_end;) { /* item i: block i % nb of chunk i / nb */
+        const ptrdiff_t c = i / nb, b_end = (c + 1) * nb < i_end ? nb : i_end - c * nb;
+        prep_i8_chunk(x__ni, x_stride, n_rows, n_in, c, i - c * nb, b_end, (int8_t *)prep);
+        i = c * nb + b_end;
+    }
+#else
+    (void)x__ni, (void)x_stride, (void)n_rows, (void)n_in, (void)part, (void)n_parts, (void)prep;
 #endif
 }
 

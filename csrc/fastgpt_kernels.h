@@ -107,6 +107,12 @@ ptrdiff_t fg_qprep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in, int level);
 #define FG_PREP_ROWS 16
 void fg_qprep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                      ptrdiff_t r_begin, ptrdiff_t r_end, void *prep, int level);
+/* Part `part` of n_parts of preparing all n_rows rows; the parts together do what fg_qprep_x_rows
+ * does for every row, so that n_parts threads share the work even when x has fewer units of
+ * FG_PREP_ROWS than there are threads (a 16-row decode step or a 16-token prompt, 2 threads): int8 on
+ * AMX splits the (chunk, block) pairs, the other formats whole units. */
+void fg_qprep_x_part(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, int part,
+                     int n_parts, void *prep, int level);
 
 /* y[r, o] = b[o] + sum_i W[o, i] * x[r, i] for o in [o_begin, o_end), r < n_rows (decode, short
  * prompts). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x_rows with the same x. As
@@ -186,6 +192,10 @@ int fg_amx_available(void);
 ptrdiff_t fg_amx_prep_bytes(int fmt, ptrdiff_t n_rows, ptrdiff_t n_in);
 void fg_amx_prep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                         ptrdiff_t r_begin, ptrdiff_t r_end, void *prep);
+/* int8: the blocks of items [n * part / n_parts, n * (part + 1) / n_parts) of the n (chunk, block)
+ * pairs of x, each written to its own tile and scales (no two parts share a cache line). */
+void fg_amx_prep_i8_part(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, int part,
+                         int n_parts, void *prep);
 void fg_amx_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const void *prep,
                  float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
                  ptrdiff_t o_end);

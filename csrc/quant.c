@@ -177,6 +177,17 @@ void fg_qprep_x_rows(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, pt
 }
 
 
+void fg_qprep_x_part(int fmt, const float *x, ptrdiff_t xs, ptrdiff_t n_rows, ptrdiff_t n_in, int part, int n_parts,
+                     void *prep, int level) {
+    if (level >= FG_AMX && fmt == FG_Q_I8) {
+        fg_amx_prep_i8_part(x, xs, n_rows, n_in, part, n_parts, prep);
+        return;
+    }
+    for (ptrdiff_t r = (ptrdiff_t)part * FG_PREP_ROWS; r < n_rows; r += (ptrdiff_t)n_parts * FG_PREP_ROWS)
+        fg_qprep_x_rows(fmt, x, xs, n_rows, n_in, r, r + FG_PREP_ROWS < n_rows ? r + FG_PREP_ROWS : n_rows, prep, level);
+}
+
+
 #define QMAX_ROWS 8
 /* Bytes ahead in the weight stream that the loops prefetch (as simd_dot.c). Decoding GPT-2's 49
  * matrices in turn, 2 threads: 2 KB streamed 6-26% slower than 4-24 KB, which were within 3% of
