@@ -344,7 +344,7 @@ amx_i8_nn(const int8_t *w, const uint16_t *s, const float *bias, const int8_t *x
         const ptrdiff_t mr = o_end - g < 16 ? o_end - g : 16;
         const int8_t *wg = w + g * n_in;
         if (nb <= SW_MAX_BLOCKS) scale_table(s + g * nb, nb, mr, table);
-        for (ptrdiff_t c0 = 0; c0 < nc; c0 += 2) {
+        for (ptrdiff_t c0 = 0; c0 < nc; c0 += 1 + two_chunks) {
             const int pair = two_chunks && c0 + 1 < nc;
             __m512 acc[2][16];
             for (int j = 0; j < nn; j++) acc[0][j] = acc[1][j] = _mm512_setzero_ps();

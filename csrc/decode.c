@@ -133,24 +133,31 @@ static void residual_product(const fg_decoder *d, const fg_matrix *m, const floa
     FG_BARRIER();
 }
 
-/* m's input: out[r] = layer_norm(x[pick ? pick[r] : r]) * g + b for r < n, prepared for m's
- * kernel; then the team waits. Few rows: split by units of FG_PREP_ROWS rows, each prepared by the
- * thread that normed it. More: rows split evenly, then the preparation in parts. */
+/* out[r] = layer_norm(x[pick ? pick[r] : r]) * g + b for r in [r0, r1). */
+static void norm_rows(const fg_decoder *d, const float *g, const float *b, const int64_t *pick, ptrdiff_t r0,
+                      ptrdiff_t r1, float *out) {
+    for (ptrdiff_t r = r0; r < r1; r++)
+        fg_layer_norm_row_f32(d->x + (pick ? pick[r] : r) * d->n_embd, g, b, d->n_embd, d->eps, out + r * d->n_embd,
+                              d->level);
+}
+
+/* m's input: the n rows normed (norm_rows), prepared for m's kernel; then the team waits. Few rows:
+ * split by units of FG_PREP_ROWS rows, each prepared by the thread that normed it. More: rows split
+ * evenly, then the preparation in parts. */
 static void normed_input(const fg_decoder *d, const float *g, const float *b, const fg_matrix *m, const int64_t *pick,
                          ptrdiff_t n, float *out, int nt, int tid) {
-    const int split = n >= SPLIT_NORM_ROWS && nt > 1;
-    const ptrdiff_t step = split ? n : nt * FG_PREP_ROWS;
-    for (ptrdiff_t r0 = split ? n * tid / nt : tid * FG_PREP_ROWS; r0 < n; r0 += step) {
-        const ptrdiff_t r1 = split ? n * (tid + 1) / nt : min_pd(r0 + FG_PREP_ROWS, n);
-        for (ptrdiff_t r = r0; r < r1; r++)
-            fg_layer_norm_row_f32(d->x + (pick ? pick[r] : r) * d->n_embd, g, b, d->n_embd, d->eps,
-                                  out + r * d->n_embd, d->level);
-        if (!split && needs_prep(m, d->qlevel))
-            fg_qprep_x_rows(m->fmt, out, m->n_in, n, m->n_in, r0, r1, d->prep, d->qlevel);
-    }
-    if (split && needs_prep(m, d->qlevel)) {
-        FG_BARRIER();
-        prep_rows(d, m, out, n, nt, tid);
+    if (n >= SPLIT_NORM_ROWS && nt > 1) {
+        norm_rows(d, g, b, pick, n * tid / nt, n * (tid + 1) / nt, out);
+        if (needs_prep(m, d->qlevel)) {
+            FG_BARRIER();
+            prep_rows(d, m, out, n, nt, tid);
+        }
+    } else {
+        for (ptrdiff_t r0 = tid * FG_PREP_ROWS; r0 < n; r0 += nt * FG_PREP_ROWS) {
+            const ptrdiff_t r1 = min_pd(r0 + FG_PREP_ROWS, n);
+            norm_rows(d, g, b, pick, r0, r1, out);
+            if (needs_prep(m, d->qlevel)) fg_qprep_x_rows(m->fmt, out, m->n_in, n, m->n_in, r0, r1, d->prep, d->qlevel);
+        }
     }
     FG_BARRIER();
 }
