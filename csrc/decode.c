@@ -55,9 +55,9 @@ static int needs_prep(const fg_matrix *m, int qlevel) {
 #define SPLIT_NORM_ROWS 8
 
 /* x (n rows) prepared for m's kernel (int8 and bfloat16 on AMX, int8 on AVX512-VNNI), this
- * thread's part of it. */
+ * thread's part of it. Callers check needs_prep first: they wait for the preparation only then. */
 static void prep_rows(const fg_decoder *d, const fg_matrix *m, const float *x, ptrdiff_t n, int nt, int tid) {
-    if (needs_prep(m, d->qlevel)) fg_qprep_x_part(m->fmt, x, m->n_in, n, m->n_in, tid, nt, d->prep, d->qlevel);
+    fg_qprep_x_part(m->fmt, x, m->n_in, n, m->n_in, tid, nt, d->prep, d->qlevel);
 }
 
 /* y = x @ m.T + b for x's n rows, over this thread's band [o0, o1). */
