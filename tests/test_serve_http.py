@@ -135,6 +135,18 @@ def test_echo_with_logprobs_scores_the_prompt(server, oracle):
     assert lp["text_offset"][len(ids)] == len(prompt)
 
 
+def test_echo_offsets_count_characters_not_byte_tokens(server, oracle):
+    _, tok = oracle
+    prompt = "\u00e9 and \U0001f600 then"                 # characters that span several tokens
+    ids = tok.encode(prompt)
+    body = completion(server, prompt=prompt, echo=True, logprobs=0, max_tokens=2, temperature=0).body
+    offsets = body["choices"][0]["logprobs"]["text_offset"]
+    # the oracle: where each token's character starts, from the text of the tokens before it
+    want = [len(tok.decode_bytes(ids[:i]).decode("utf-8", errors="ignore")) for i in range(len(ids))]
+    assert offsets[: len(ids)] == want
+    assert offsets[len(ids)] == len(prompt) and offsets == sorted(offsets)
+
+
 def test_sse_stream_shape(server, oracle):
     gen, _ = oracle
     reply = completion(server, prompt="Blessed are the", max_tokens=20, temperature=0, stream=True,
@@ -181,6 +193,14 @@ def test_stop_strings_and_finish_reasons(server, oracle):
     ({"prompt": "And God said unto Moses", "max_tokens": 255}, 400, "prompt"),  # with max_tokens
     ({"prompt": "x", "max_tokens": 300}, 400, "max_tokens"),          # past the server's cap
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
+    (b'{"prompt": "\\ud800", "echo": true, "max_tokens": 1}', 400, "prompt"),   # a lone surrogate
+    (b'{"prompt": "x", "model": "\\udfff"}', 400, "model"),
+    (b'{"prompt": "x", "logit_bias": {"\\ud800": 1}}', 400, "logit_bias"),
+    (b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None),   # nested too deeply
+    ({"prompt": "And God said", "max_tokens": None, "min_tokens": 300}, 400, "min_tokens"),
+    # sampling overflows on the request's own penalty (repeated tokens' logits / 1e-40)
+    ({"prompt": "Amen Amen Amen", "max_tokens": 2, "temperature": 1, "seed": 1,
+      "repetition_penalty": 1e-40}, 400, None),
 ])
 def test_client_mistakes_get_4xx_naming_the_field(server, payload, status, param):
     if isinstance(payload, dict):

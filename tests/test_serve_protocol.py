@@ -67,6 +67,8 @@ def test_fields_map_onto_generation_options():
     ({"prompt": "x", "presence_penalty": 3}, "presence_penalty"),
     ({"prompt": "x", "frequency_penalty": -2.5}, "frequency_penalty"),
     ({"prompt": "x", "logit_bias": {"a": 1}}, "logit_bias"),
+    ({"prompt": "x", "logit_bias": {"\u0661": 1}}, "logit_bias"),  # ARABIC-INDIC DIGIT ONE is no id
+    ({"prompt": "x", "n": 2, "temperature": 1e-6}, "n"),            # below SAMPLING_EPS: greedy
     ({"prompt": "x", "logit_bias": {"5": 101}}, "logit_bias"),
     ({"prompt": "x", "best_of": 3}, "best_of"),
     ({"prompt": "x", "suffix": "end"}, "suffix"),
@@ -88,6 +90,29 @@ def test_bad_values_name_their_field(body, param):
 def test_unknown_fields_are_accepted_and_reported():
     req = parse(CompletionRequest, {"prompt": "x", "frobnicate": 1, "tools": []})
     assert req.ignored_fields() == ["frobnicate", "tools"]
+    req = parse(CompletionRequest, {"prompt": "x", "stream": True, "stream_options": {"include_usage": True, "x": 1}})
+    assert req.ignored_fields() == ["stream_options.x"]
+
+
+def test_null_means_the_default():
+    nulls = dict.fromkeys(["n", "stream", "echo", "presence_penalty", "frequency_penalty", "top_k", "min_p",
+                           "repetition_penalty", "min_tokens", "ignore_eos", "max_tokens", "temperature"])
+    req = parse(CompletionRequest, {"prompt": "x", **nulls}).checked()
+    assert (req.n, req.stream, req.echo, req.top_k, req.min_tokens, req.ignore_eos) == (1, False, False, -1, 0, False)
+    assert (req.presence_penalty, req.repetition_penalty, req.min_p) == (0.0, 1.0, 0.0)
+    assert req.max_tokens is None                 # null max_tokens: what the context leaves (vLLM)
+    cfg = req.generation_config(16)
+    assert cfg.do_sample and cfg.temperature == 1.0
+    with pytest.raises(RequestError) as info:
+        parse(CompletionRequest, {"prompt": None})
+    assert info.value.param == "prompt"
+
+
+def test_a_temperature_too_small_to_divide_by_is_greedy():
+    for t in (1e-38, 5e-324, 9.9e-6):
+        cfg = config_of(temperature=t, top_k=3)
+        assert not cfg.do_sample and cfg.top_k == 0, t
+    assert config_of(temperature=1e-5).do_sample
 
 
 def test_body_must_be_an_object():

@@ -21,9 +21,11 @@ request: the engine frees its rows at its next step.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -34,6 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -308,6 +311,9 @@ class Server:
                 f"{longest + max_tokens} tokens ({longest} in your prompt; {max_tokens} for the "
                 "completion). Please reduce your prompt or completion length.",
                 "prompt", 400, "context_length_exceeded")
+        if req.min_tokens > max_tokens:              # only possible when max_tokens was null
+            raise RequestError(f"`min_tokens` ({req.min_tokens}) is more than the {max_tokens} tokens "
+                               f"that the context of {n_ctx} leaves after the prompt", "min_tokens")
         return max_tokens
 
 
@@ -387,6 +393,9 @@ class _Completion:
     def _add_prompt_logprobs(self, logprobs: dict, p: int) -> None:
         scores = self.prompt_logprobs[p]
         tok, name, offset = self.engine.tokenizer, self._token_name, 0
+        # A token that ends inside a character adds nothing until the character is whole, so a
+        # token's offset is where its character starts, as the completion's own offsets count.
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         for i, t in enumerate(self.prompts[p]):
             piece = name(t)
             logprobs["tokens"].append(piece)
@@ -396,7 +405,7 @@ class _Completion:
                 None if i == 0 else {**{name(k): v for k, v in (top or {}).items()},
                                      piece: scores.logprobs[i]})
             logprobs["text_offset"].append(offset)
-            offset += len(tok.decode([t]))
+            offset += len(utf8.decode(tok.decode_bytes([t])))
 
     def _usage(self, done: Done) -> dict:
         return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
@@ -431,8 +440,8 @@ class _Completion:
                     return
                 elif isinstance(event, Failed):
                     finished = True
-                    kind = "server_error"
-                    yield _sse(error_body(event.message, kind, None, 503 if event.reason == "shutdown" else 500))
+                    status, kind = _failure_status(event)
+                    yield _sse(error_body(event.message, kind, None, status))
                     yield "data: [DONE]\n\n"
                     return
         finally:
@@ -461,11 +470,17 @@ class _Completion:
                             "usage": self._usage(event)}
                     return JSONResponse(body)
                 elif isinstance(event, Failed):
-                    status = 503 if event.reason == "shutdown" else 500
-                    return JSONResponse(error_body(event.message, "server_error", None, status),
-                                        status_code=status)
+                    status, kind = _failure_status(event)
+                    return JSONResponse(error_body(event.message, kind, None, status), status_code=status)
         finally:
             gone.cancel()
+
+
+def _failure_status(event: Failed) -> tuple[int, str]:
+    """A request that ended early, as an HTTP status and OpenAI's error type."""
+    if event.reason == "invalid":                      # its own options failed: the client's mistake
+        return 400, "invalid_request_error"
+    return (503 if event.reason == "shutdown" else 500), "server_error"
 
 
 def _merge(choices: dict[int, dict], part: dict) -> None:
@@ -487,11 +502,51 @@ async def _disconnected(request: HTTPRequest) -> None:
 
 
 async def _json(request: HTTPRequest):
-    body = await request.body()
     try:
-        return json.loads(body)
+        body = await request.body()
+    except ClientDisconnect:                           # gone mid-upload: nobody reads the answer
+        raise RequestError("the client disconnected before sending the whole body") from None
+    try:
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("the request body is not valid JSON: nested too deeply") from None
+    # JSON's \uXXXX escapes can spell a lone UTF-16 surrogate, which is no Unicode text: it would
+    # fail later, when echoed or named in an error. Only an escape can make one, so most bodies
+    # skip the walk.
+    if _SURROGATE_ESCAPE.search(body):
+        where = _lone_surrogate(data, "")
+        if where is not None:
+            raise RequestError(f"`{where or 'body'}`: contains a lone UTF-16 surrogate (an unpaired "
+                               "\\ud800-\\udfff escape), which is not Unicode text", where or None)
+    return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value, path: str) -> str | None:
+    """The path ("prompt[2]", "logit_bias") of the first string holding a lone surrogate, or None."""
+    if isinstance(value, str):
+        return None if value.isascii() or not _SURROGATE.search(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if _SURROGATE.search(key):
+                return path or "body"
+            found = _lone_surrogate(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _sse(obj) -> str:

@@ -131,7 +131,8 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    """The request ended early. ``reason``: "cancelled", "shutdown" or "error"."""
+    """The request ended early. ``reason``: "cancelled", "shutdown", "invalid" (its own options
+    failed on finite logits: the client's mistake) or "error"."""
     reason: str
     message: str
 
@@ -544,7 +545,16 @@ class Engine:
         try:
             token = seq.advance(logits, scratch)
         except Exception as exc:                      # e.g. NaN logits: this request only
-            self._fail(request, exc)
+            if isinstance(exc, ValueError) and np.isfinite(logits).all():
+                # The model's logits were fine: the request's own options (a temperature or a
+                # repetition penalty so small that the scaled logits overflow) left nothing to
+                # sample. The client's mistake, not the server's.
+                log.info("request %d: its sampling options failed: %s", request.id, exc)
+                self._end(request, "invalid", f"this request's sampling options left nothing to sample "
+                                              f"({exc}); a very small `temperature` or `repetition_penalty` "
+                                              "overflows the logits")
+            else:
+                self._fail(request, exc)
             return
         now = time.perf_counter()
         first = not request.first_token_seen

@@ -9,7 +9,9 @@ A bad value raises :class:`RequestError` naming the field (``param``), which the
 as a 400 in OpenAI's error shape. Responses are plain dicts built here.
 
 Mapping to :class:`~fastgpt.GenerationConfig`: ``temperature == 0`` is greedy (argmax), as in
-OpenAI's API and vLLM; otherwise sampling at that temperature with ``top_p``, ``top_k``
+OpenAI's API and vLLM, and so is any temperature below ``SAMPLING_EPS`` (vLLM's rule: such a
+division overflows float32 before it differs from the argmax); ``null`` means a field's
+default; otherwise sampling at that temperature with ``top_p``, ``top_k``
 (-1 or 0: off) and ``min_p``. ``max_tokens`` -> ``max_new_tokens``, ``min_tokens`` ->
 ``min_new_tokens``, ``ignore_eos`` -> no EOS id, ``logit_bias`` keys (token ids as strings)
 -> ints. ``seed`` seeds each prompt's ``n`` choices as ``Generator`` seeds
@@ -23,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..generate import GenerationConfig
 
@@ -33,6 +35,9 @@ __all__ = ["CompletionRequest", "DetokenizeRequest", "RequestError", "TokenizeRe
 #: OpenAI's limits on the legacy endpoint (vLLM's are looser; clients are written for these).
 MAX_LOGPROBS = 20
 MAX_N = 128
+#: A temperature below this samples greedily, as in vLLM: dividing the logits by it would
+#: overflow float32 long before it differs from the argmax.
+SAMPLING_EPS = 1e-5
 
 
 class RequestError(ValueError):
@@ -57,7 +62,9 @@ class _Request(BaseModel):
 
     def ignored_fields(self) -> list[str]:
         """Fields present in the request that the server does not know (logged, not errors)."""
-        return sorted(self.model_extra or ())
+        nested = [f"{name}.{key}" for name, value in self
+                  if isinstance(value, StreamOptions) for key in value.model_extra or ()]
+        return sorted([*(self.model_extra or ()), *nested])
 
 
 class StreamOptions(BaseModel):
@@ -93,6 +100,15 @@ class CompletionRequest(_Request):
     return_tokens_as_token_ids: bool = False      # logprobs name tokens "token_id:<id>" (vLLM)
     no_repeat_ngram_size: int = Field(0, ge=0)    # transformers' n-gram ban (fastgpt's own)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data):
+        """OpenAI's API takes null for its optional fields, meaning the default. (The fields typed
+        ``... | None`` keep null: for ``max_tokens`` it means what the context leaves, as in vLLM.)"""
+        if isinstance(data, dict) and None in data.values():
+            return {k: v for k, v in data.items() if v is not None or k not in _NULL_MEANS_DEFAULT}
+        return data
+
     @field_validator("prompt")
     @classmethod
     def _prompt_shape(cls, value):
@@ -121,7 +137,7 @@ class CompletionRequest(_Request):
     @classmethod
     def _bias(cls, value):
         for key, bias in (value or {}).items():
-            if not re.fullmatch(r"\d+", key):
+            if not re.fullmatch(r"[0-9]+", key):       # ASCII: \d would take "١" for 1
                 raise ValueError(f"keys must be token ids (as strings), got {key!r}")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"values must be in [-100, 100], got {bias!r} for token {key}")
@@ -138,8 +154,8 @@ class CompletionRequest(_Request):
         if self.suffix:
             raise RequestError("`suffix` is not supported: GPT-2 models only continue text", "suffix")
         if self.n > 1 and self.greedy:
-            raise RequestError(f"`n`={self.n} needs `temperature` > 0: greedy decoding "
-                               "(temperature 0) gives the same completion every time", "n")
+            raise RequestError(f"`n`={self.n} needs `temperature` >= {SAMPLING_EPS}: greedy decoding "
+                               "(temperature 0, or below that) gives the same completion every time", "n")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise RequestError(f"`min_tokens` ({self.min_tokens}) must be at most `max_tokens` "
                                f"({self.max_tokens})", "min_tokens")
@@ -147,7 +163,7 @@ class CompletionRequest(_Request):
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature is not None and self.temperature < SAMPLING_EPS
 
     def generation_config(self, max_tokens: int) -> GenerationConfig:
         """The options of one prompt's ``n`` choices, ``max_tokens`` already resolved."""
@@ -168,6 +184,11 @@ class CompletionRequest(_Request):
             return GenerationConfig(**options)
         except ValueError as exc:
             raise RequestError(str(exc), param_of(str(exc))) from None
+
+
+_NULL_MEANS_DEFAULT = frozenset({
+    "n", "stream", "echo", "presence_penalty", "frequency_penalty", "top_k", "min_p", "repetition_penalty",
+    "min_tokens", "ignore_eos", "return_tokens_as_token_ids", "no_repeat_ngram_size"})
 
 
 class TokenizeRequest(_Request):
