@@ -102,6 +102,10 @@ class GPT2Config:
         if model_type != "gpt2":
             raise ConfigError(f"{source}: model_type is {short_repr(model_type)}; fastgpt runs GPT-2 ('gpt2') "
                               "checkpoints only")
+        for name, implemented in ARITHMETIC_OPTIONS.items():
+            if name in d and d[name] != implemented:
+                raise ConfigError(f"{source}: {name}={short_repr(d[name])} is not implemented by fastgpt (only "
+                                  f"{name}={implemented!r}): it changes GPT-2's attention arithmetic")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         try:
@@ -131,6 +135,11 @@ def _positive_finite(x: int | float) -> bool:
         return 0 < float(x) < math.inf
     except OverflowError:  # an int too large for a float
         return False
+
+
+#: transformers' GPT2Config options that change the arithmetic, and the one value fastgpt runs:
+#: a checkpoint with another value must not load and silently compute something else.
+ARITHMETIC_OPTIONS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False}
 
 
 #: Shapes of OpenAI's released GPT-2 sizes, for random models in benchmarks and tests.

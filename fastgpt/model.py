@@ -200,7 +200,14 @@ class Model:
             row_idx = cache.check_rows(rows)
             if row_idx.size != B:
                 raise CacheError(f"ids have {B} rows but rows= names {row_idx.size} cache rows")
-        fullest = int(cache.lengths[row_idx].max())
+        # start and lengths are public state that callers may set: the kernels index by them.
+        start, lengths = cache.start[row_idx], cache.lengths[row_idx]
+        if start.min() < 0 or start.max() >= cache.max_len or lengths.min() < 0 or lengths.max() > cache.max_len:
+            bad = np.flatnonzero((start < 0) | (start >= cache.max_len) | (lengths < 0) | (lengths > cache.max_len))
+            r = int(row_idx[bad[0]])
+            raise CacheError(f"cache row {r} has start={int(cache.start[r])}, lengths={int(cache.lengths[r])}; "
+                             f"they must lie in [0, max_len={cache.max_len}) and [0, max_len]")
+        fullest = int(lengths.max())
         if T > cache.max_len - fullest:
             raise CacheError(
                 f"{T} new tokens do not fit: a row of the cache holds {fullest} of {cache.max_len} positions "

@@ -91,6 +91,9 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_real(name: str, value, *, lo=None, lo_open=False, hi=None, hi_open=False, hint=""):
     """Return ``float(value)``; raise ValueError unless it is a finite real in the range."""
     if not _is_real(value) or not math.isfinite(value):
@@ -176,10 +179,12 @@ def _check_logit_bias(bias, vocab_size: int | None) -> dict[int, float]:
         if not _is_int(k) or k < 0 or (vocab_size is not None and k >= vocab_size):
             rng = f"[0, {vocab_size})" if vocab_size is not None else ">= 0"
             raise ValueError(f"`logit_bias` keys must be token ids in {rng}, got key {k!r}.")
-        # -inf is allowed (a hard ban); NaN and +inf would poison the softmax.
-        if not _is_real(v) or math.isnan(v) or v == math.inf:
+        # -inf is allowed (a hard ban); NaN and +inf would poison the softmax, and so would a
+        # finite value past float32's range, which the float32 scores round to +-inf.
+        if not _is_real(v) or math.isnan(v) or v == math.inf or (v != -math.inf and abs(v) > _F32_MAX):
             raise ValueError(
-                f"`logit_bias[{k}]` must be a finite real number or -inf, got {v!r}."
+                f"`logit_bias[{k}]` must be a real number within float32's range (|x| <= {_F32_MAX:.4g}) "
+                f"or -inf, got {v!r}."
             )
     return {int(k): float(v) for k, v in bias.items()}
 
@@ -201,7 +206,8 @@ def _check_min_p(p) -> float:
 
 
 def _check_penalty(p, name: str = "penalty") -> float:
-    return _check_real(name, p, lo=0.0, lo_open=True,
+    # Bounded by float32's range: the scores it divides are float32.
+    return _check_real(name, p, lo=0.0, lo_open=True, hi=_F32_MAX,
                        hint=" 1.0 means no penalty; > 1 discourages repeats, < 1 favours them.")
 
 
@@ -629,6 +635,8 @@ def sample_token(processed_logits, rng: np.random.Generator) -> int:
     if not math.isfinite(m):
         raise ValueError(
             f"`processed_logits` has max {m}: nothing to sample (all -inf, or NaN/+inf present)."
+            + (" A very small temperature or repetition_penalty overflows the float32 scores to +inf."
+               if m == math.inf else "")
         )
     w = np.exp(x.astype(np.float64) - m)                         # (V,) unnormalised, max 1
     cdf = np.cumsum(w)                                           # (V,)
@@ -646,6 +654,9 @@ def greedy_token(logits) -> int:
     i = int(np.argmax(x))
     if math.isnan(x[i]):
         raise ValueError(f"`logits` contains NaN (at index {i}).")
+    if x[i] == -math.inf:                 # argmax would silently pick token 0, itself banned
+        raise ValueError("every token's score is -inf: nothing to choose (the options, e.g. logit_bias, "
+                         "ban the whole vocabulary).")
     return i
 
 

@@ -7,6 +7,11 @@ layout. The pipeline is the original one:
     split off allowed special tokens -> regex pre-tokenizer -> UTF-8 bytes
     -> byte-level alphabet (bytes_to_unicode) -> BPE merges by rank -> ids
 
+Letters and digits (the pre-tokenizer's \p{L} and \p{N}) are those of the Unicode tables of the
+installed `regex` package, as in OpenAI's encoder. tiktoken's tables are older, so the two split
+text differently around code points assigned in the newest Unicode versions (U+3303E, U+0558,
+...), which no text of GPT-2's day contains; everywhere else they agree (tests/test_fuzz.py).
+
 Non-goals: training, other families (SentencePiece, WordPiece, tiktoken's
 newer encodings), normalizers, add_prefix_space, BPE dropout, batching,
 padding and truncation. From tokenizer.json only the BPE model and
@@ -299,6 +304,8 @@ class Tokenizer:
     # ---- decoding --------------------------------------------------------
 
     def _token_bytes(self, i: int) -> bytes:
+        if isinstance(i, bool):                         # an int to Python, but no token id
+            raise TypeError(f"token id {i!r} is a bool, not an integer")
         try:
             i = operator.index(i)
         except TypeError:
@@ -374,6 +381,8 @@ def _check_vocab(vocab, where: str) -> dict[str, int]:
     if not isinstance(vocab, dict) or not vocab:
         raise TokenizerError(f"{where}: expected a non-empty JSON object of token -> id")
     for token, i in vocab.items():
+        if token == "":                                 # it would match between every two characters
+            raise TokenizerError(f"{where}: the empty string is not a token (id {short_repr(i)})")
         if type(i) is not int or not 0 <= i <= _MAX_ID:
             raise TokenizerError(f"{where}: token {short_repr(token)} has id {short_repr(i)}; ids must be "
                                  f"integers in [0, {_MAX_ID}]")

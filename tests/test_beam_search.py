@@ -126,6 +126,34 @@ def test_beam_options_are_checked(small):
         next(gen.iter_ids(IDS[0], max_new_tokens=3, num_beams=2))
 
 
+def test_beam_search_refuses_what_it_cannot_do(small, monkeypatch):
+    from fastgpt import memory
+    model = Model.from_pretrained(small[0], backend="numpy")
+    gen = Generator(model)
+    with pytest.raises(ValueError, match="max_new_tokens"):            # as transformers
+        gen.generate_ids(IDS[0], max_new_tokens=0, num_beams=2)
+    banned = dict.fromkeys(range(model.config.vocab_size), float("-inf"))
+    with pytest.raises(ValueError, match="-inf"):
+        gen.generate_ids(IDS[0], max_new_tokens=3, num_beams=2, logit_bias=banned)
+    # the per-step scores (prompts x beams x vocab) are counted before anything is allocated
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 30)
+    beams = (2 << 30) // (32 * model.config.vocab_size)              # ~2 GB of scores
+    with pytest.raises(memory.MemoryLimitError, match=f"num_beams={beams}"):
+        gen.generate_ids(IDS[0], max_new_tokens=3, num_beams=beams)
+
+
+def test_beam_sampling_when_the_filters_leave_fewer_tokens_than_candidates(small):
+    model = Model.from_pretrained(small[0], backend="numpy")
+    gen = Generator(model)
+    # top_k=2 over 4 beams (8 candidates wanted, 2 alive at the first step): transformers runs it
+    kwargs = dict(max_new_tokens=3, num_beams=4, do_sample=True, top_k=2, seed=3)
+    out = gen.generate_ids(IDS[0], **kwargs)
+    assert out == gen.generate_ids(IDS[0], **kwargs) and len(out) == 3
+    top2 = np.argsort(-model.forward(IDS[0])[-1])[:2]
+    assert out[0] in top2
+    assert len(gen.generate_ids(IDS[0], max_new_tokens=3, num_beams=2, do_sample=True, top_p=1e-4, seed=0)) == 3
+
+
 def test_beam_sampling_runs_and_repeats(small):
     folder, _ = small
     model = GPT2LMHeadModel.from_pretrained(folder, backend="numpy")

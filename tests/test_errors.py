@@ -44,6 +44,14 @@ def test_sequence_longer_than_context_is_an_error(model):
     assert cache.pos == 10  # the failed call changed nothing
 
 
+@pytest.mark.parametrize("field,value", [("start", 10**6), ("start", -1), ("lengths", -5), ("lengths", 10**6)])
+def test_cache_state_set_out_of_range_is_refused(model, field, value):
+    cache = model.new_cache()
+    getattr(cache, field)[0] = value
+    with pytest.raises(CacheError, match=f"{field}={value}"):
+        model.forward([1, 2], cache=cache)
+
+
 def test_cache_batch_mismatch(model):
     with pytest.raises(CacheError, match="batch size 2"):
         model.forward(np.zeros((2, 3), np.int64), cache=model.new_cache(batch_size=1))
@@ -61,6 +69,8 @@ def test_generate_rejects_prompt_plus_new_tokens_beyond_context(model):
     ("activation_function", "tanh", "not supported"),
     ("layer_norm_epsilon", -1.0, "positive number"),
     ("vocab_size", "big", "positive integer"),
+    ("scale_attn_weights", False, "scale_attn_weights=False is not implemented"),
+    ("scale_attn_by_inverse_layer_idx", True, "scale_attn_by_inverse_layer_idx=True is not implemented"),
 ])
 def test_config_validation(tmp_path, field, value, message):
     d = GPT2Config().to_dict()

@@ -323,6 +323,20 @@ def test_greedy_token():
     assert greedy_token(np.array([0.0, 2.0, 2.0, 1.0], dtype=np.float32)) == 1  # first tie
     with pytest.raises(ValueError, match="NaN"):
         greedy_token(np.array([0.0, np.nan], dtype=np.float32))
+    with pytest.raises(ValueError, match="every token"):         # not token 0, itself banned
+        greedy_token(np.full(4, -np.inf, dtype=np.float32))
+
+
+def test_values_past_float32_are_refused_before_they_overflow():
+    with pytest.raises(ValueError, match=r"logit_bias\[5\].*float32"):
+        SamplingParams(logit_bias={5: 1e300})
+    with pytest.raises(ValueError, match=r"logit_bias\[5\].*float32"):
+        SamplingParams(logit_bias={5: -1e300})
+    SamplingParams(logit_bias={5: -3e38, 6: float("-inf")})      # -inf: the way to ban
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        SamplingParams(repetition_penalty=1e300)
+    with pytest.raises(ValueError, match="temperature or repetition_penalty"):
+        sample_token(np.array([0.0, np.inf], dtype=np.float32), np.random.default_rng(0))
 
 
 def test_log_softmax_stable_and_masked():

@@ -305,6 +305,10 @@ def test_malformed_files_are_named(tmp_path):
     with pytest.raises(TokenizerError, match=r"vocab\.json: token 'a' has id '1'"):
         Tokenizer.from_pretrained(tmp_path)
 
+    _pair_folder(tmp_path, vocab_text[:-1] + ', "": 50257}', merges_text)   # would match everywhere
+    with pytest.raises(TokenizerError, match=r"vocab\.json: the empty string is not a token"):
+        Tokenizer.from_pretrained(tmp_path)
+
     _pair_folder(tmp_path, vocab_text, merges_text.replace("Ġ t\n", "Ġ t x\n", 1))
     with pytest.raises(TokenizerError, match=r"merges\.txt line 2: expected two tokens"):
         Tokenizer.from_pretrained(tmp_path)
@@ -328,6 +332,8 @@ def test_out_of_range_ids_are_refused(tok):
             tok.decode([15496, bad])
     with pytest.raises(TypeError, match="not an integer"):
         tok.decode([1.5])
+    with pytest.raises(TypeError, match="bool"):                 # Model.forward refuses them too
+        tok.decode([True])
     with pytest.raises(TokenizerError, match="out of range"):
         tok.decoder().push(50257)
     with pytest.raises(TokenizerError, match="out of range"):
