@@ -546,13 +546,11 @@ class Engine:
             token = seq.advance(logits, scratch)
         except Exception as exc:                      # e.g. NaN logits: this request only
             if isinstance(exc, ValueError) and np.isfinite(logits).all():
-                # The model's logits were fine: the request's own options (a temperature or a
-                # repetition penalty so small that the scaled logits overflow) left nothing to
-                # sample. The client's mistake, not the server's.
+                # The model's logits were fine: the request's own options (a repetition penalty so
+                # small that the scaled logits overflow, a logit_bias banning every token) left
+                # nothing to choose. The client's mistake, not the server's.
                 log.info("request %d: its sampling options failed: %s", request.id, exc)
-                self._end(request, "invalid", f"this request's sampling options left nothing to sample "
-                                              f"({exc}); a very small `temperature` or `repetition_penalty` "
-                                              "overflows the logits")
+                self._end(request, "invalid", f"this request's options left no token to choose: {exc}")
             else:
                 self._fail(request, exc)
             return
