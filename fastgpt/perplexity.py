@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import numpy as np
 
-from .model import Model
+from .model import Model, TokenIdError
 
 
 @dataclasses.dataclass
@@ -33,17 +34,37 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x
 
 
+def _window_arg(name: str, value, lo: int, hi: int, hi_name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi_name}={hi}], got {value!r}")
+    return int(value)
+
+
+def _ids_to_score(model: Model, ids) -> np.ndarray:
+    """ids as a 1-d int64 array, checked as Model.forward checks them.
+
+    Checked whole, before windowing: a bad id's position is then its position in ``ids``, not
+    in the window that would have met it, and nothing is computed for a sequence that fails."""
+    # An empty text is too short to score rather than malformed: say that, not Model's shape rule.
+    if (isinstance(ids, (list, tuple, range)) and len(ids) == 0) or (isinstance(ids, np.ndarray) and ids.shape == (0,)):
+        raise ValueError("ids: need at least 2 tokens to score, got 0")
+    arr, one_d = model._check_ids(ids)
+    if not one_d:
+        raise TokenIdError(f"ids must be a 1-d sequence of token ids, got shape {arr.shape}")
+    if arr.shape[1] < 2:
+        raise ValueError(f"ids: need at least 2 tokens to score, got {arr.shape[1]}")
+    return arr[0]
+
+
 def perplexity_of_ids(model: Model, ids, max_length: int | None = None, stride: int | None = None) -> PerplexityResult:
-    ids = np.asarray(ids, dtype=np.int64)
+    """Perplexity of the token ids ``ids`` (a 1-d sequence of integers in [0, vocab_size)).
+
+    Bad ids raise TokenIdError (a ValueError) naming the id and its position in ``ids``; a bad
+    ``max_length`` or ``stride`` a ValueError naming it."""
     n_ctx = model.config.n_positions
-    max_length = n_ctx if max_length is None else max_length
-    if not 2 <= max_length <= n_ctx:
-        raise ValueError(f"max_length must be in [2, n_positions={n_ctx}], got {max_length}")
-    stride = max_length if stride is None else stride
-    if not 1 <= stride <= max_length:
-        raise ValueError(f"stride must be in [1, max_length={max_length}], got {stride}")
-    if ids.ndim != 1 or ids.size < 2:
-        raise ValueError(f"need at least 2 tokens to score, got {ids.size}")
+    max_length = _window_arg("max_length", n_ctx if max_length is None else max_length, 2, n_ctx, "n_positions")
+    stride = _window_arg("stride", max_length if stride is None else stride, 1, max_length, "max_length")
+    ids = _ids_to_score(model, ids)
 
     total_nll, scored, windows, prev_end = 0.0, 0, 0, 1   # token 0 is never scored
     for begin in range(0, ids.size - 1, stride):

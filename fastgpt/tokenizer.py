@@ -7,10 +7,11 @@ layout. The pipeline is the original one:
     split off allowed special tokens -> regex pre-tokenizer -> UTF-8 bytes
     -> byte-level alphabet (bytes_to_unicode) -> BPE merges by rank -> ids
 
-Letters and digits (the pre-tokenizer's \p{L} and \p{N}) are those of the Unicode tables of the
-installed `regex` package, as in OpenAI's encoder. tiktoken's tables are older, so the two split
-text differently around code points assigned in the newest Unicode versions (U+3303E, U+0558,
-...), which no text of GPT-2's day contains; everywhere else they agree (tests/test_fuzz.py).
+Letters and digits (the pre-tokenizer's classes of letters and of numbers) are those of the
+Unicode tables of the installed `regex` package, as in OpenAI's encoder. tiktoken's tables are
+older, so the two split text differently around code points assigned in the newest Unicode
+versions (U+3303E, U+0558, ...), which no text of GPT-2's day contains; everywhere else they
+agree (tests/test_fuzz.py).
 
 Non-goals: training, other families (SentencePiece, WordPiece, tiktoken's
 newer encodings), normalizers, add_prefix_space, BPE dropout, batching,

@@ -30,6 +30,7 @@ tokens match; for a batch, ``eos_id`` stops when every row produced it at the sa
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -309,8 +310,10 @@ def generate(model, idx, max_new_tokens: int, context_size: int, temperature: fl
     """
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
-    if not isinstance(temperature, (int, float, np.floating)) or not temperature >= 0.0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    # Checked here, not left to apply_temperature: it would name its own argument (`t`), and
+    # only after the prompt has been run.
+    if not isinstance(temperature, (int, float, np.floating)) or not 0.0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
     rng = np.random.default_rng(seed)
 
     def pick(logits):                                               # logits: (B, V)

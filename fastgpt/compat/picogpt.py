@@ -39,7 +39,7 @@ from .. import jsonfile
 from ..config import MAX_CONFIG_BYTES, MAX_INT, ConfigError, GPT2Config
 from ..jsonfile import short_repr
 from ..generate import Generator
-from ..model import Model
+from ..model import Model, TokenIdError
 from ..tokenizer import Tokenizer, TokenizerError
 from ..weights import BlockWeights, GPT2Weights
 
@@ -189,7 +189,7 @@ def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, *, backend: str = "auto",
     """
     config, weights = weights_from_params(wte, wpe, blocks, ln_f, n_head)
     model = Model(config, weights, backend=backend, num_threads=num_threads)
-    return model.forward(np.asarray(inputs, np.int64))
+    return model.forward(np.asarray(_prompt_ids(model, inputs), np.int64))
 
 
 def generate(inputs, params, n_head, n_tokens_to_generate, *, backend: str = "auto",
@@ -199,10 +199,23 @@ def generate(inputs, params, n_head, n_tokens_to_generate, *, backend: str = "au
     Like picoGPT, a list ``inputs`` is extended in place with the new ids. No EOS stop.
     """
     model = to_model(params, n_head, backend=backend, num_threads=num_threads)
-    new = Generator(model).generate_ids([int(i) for i in inputs], n_tokens_to_generate, eos_token_id=[])
+    new = Generator(model).generate_ids(_prompt_ids(model, inputs), n_tokens_to_generate, eos_token_id=[])
     if isinstance(inputs, list):
         inputs.extend(new)
     return new
+
+
+def _prompt_ids(model: Model, inputs) -> list[int]:
+    """``inputs`` as a list of ids, checked as Model.forward checks them; TokenIdError (a
+    ValueError) naming the first id that is not an integer in the vocabulary, and its position."""
+    if isinstance(inputs, (list, tuple)) and not inputs:
+        return []                  # the Generator's own message says the prompt is empty
+    # As objects, each id is checked as it is: int() would turn 1.7 into 1 and "1" into 1,
+    # and a float array would be refused only by its dtype, not by the id at fault.
+    arr, one_d = model._check_ids(np.asarray(inputs, dtype=object))
+    if not one_d:
+        raise TokenIdError(f"inputs must be a 1-d list of token ids, got shape {np.shape(arr)}")
+    return arr[0].tolist()
 
 
 def gen_text(prompt: str, n_tokens_to_generate: int = 40, encoder=None, hparams=None, params=None,

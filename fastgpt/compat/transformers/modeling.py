@@ -221,6 +221,10 @@ class GPT2PreTrainedModel:
         ids = embeds = None
         if input_ids is not None:
             ids = _integers(input_ids, "input_ids")
+            if ids.ndim == 0:
+                raise ValueError(f"input_ids must have shape (batch, seq), got a single id {int(ids)}")
+            if ids.size == 0:
+                raise ValueError(f"input_ids is empty (shape {tuple(ids.shape)}): give at least one token per row")
             lead, T = ids.shape[:-1] or (1,), ids.shape[-1]
             ids = ids.reshape(-1, T)
         else:
@@ -234,11 +238,18 @@ class GPT2PreTrainedModel:
         B = int(np.prod(lead))
         use_cache = self.config.use_cache if use_cache is None else use_cache
         kv = None if past is None else as_kv_cache(past, config)
+        past_len = 0 if kv is None else kv.pos
+        # Positions the caller did not give are ours to count: say which input is too long
+        # rather than blame position_ids, which the caller never passed.
+        if position_ids is None and past_len + T > config.n_positions:
+            name = "input_ids" if input_ids is not None else "inputs_embeds"
+            past_note = f" after the {past_len} tokens in past_key_values" if past_len else ""
+            raise ValueError(f"{name} has {T} tokens{past_note}, but the model's context is {config.n_positions} "
+                             "tokens (n_positions)")
         if kv is None:
             kv = self.model.new_cache(batch_size=B, max_len=config.n_positions if use_cache else T)
         if kv.batch_size != B:
             raise ValueError(f"past_key_values hold {kv.batch_size} rows, the input has {B}")
-        past_len = kv.pos
         if token_type_ids is not None:           # GPT-2 embeds token types with wte, as tokens
             types = _shaped(_integers(token_type_ids, "token_type_ids"), (B, T), "token_type_ids")
             embeds = (self.model.token_embeddings(ids) if embeds is None else embeds) + self.model.token_embeddings(types)
