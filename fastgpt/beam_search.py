@@ -26,8 +26,8 @@ log-probabilities, as transformers' ``logits_processor`` does. With ``do_sample`
 continuations are drawn without replacement from the softmax of the beams' summed scores.
 
 Non-goals: diverse / group / constrained beam search, stop strings, streaming. Differences
-from transformers: the processors see each beam's real tokens (transformers also counts
-left-padding tokens); beam sampling draws from NumPy, and top-k/top-p keep at least one token
+from transformers: the n-gram ban sees each beam's real tokens (transformers' also counts
+left-padding tokens; its repetition penalty skips them, as here); beam sampling draws from NumPy, and top-k/top-p keep at least one token
 (transformers keeps one more than the number of EOS ids).
 """
 
