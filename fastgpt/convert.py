@@ -28,6 +28,7 @@ import dataclasses
 import json
 import mmap
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ WEIGHTS_FILE = "model.safetensors"
 #: Zero tensors that only align the next tensor (see _pad_to_alignment); ignored when loading.
 PAD_SUFFIX = ".pad"
 #: Copied from the source folder when present, so that OUT works as a model folder on its own.
+#: Config fields that a converted file need not agree on with its folder's config.json.
+TOKEN_ID_FIELDS = frozenset({"bos_token_id", "eos_token_id"})
 SIDE_FILES = ("config.json", "vocab.json", "merges.txt", "encoder.json", "vocab.bpe", "tokenizer.json",
               "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
@@ -157,8 +160,13 @@ def _header_padding_needed(path) -> int:
     return (-(8 + unpadded)) % ALIGN
 
 
-def convert(src, out, dtype: str) -> Path:
-    """Load the model at ``src`` (folder or bundled name), hold it in ``dtype``, write it to ``out``."""
+def convert(src, out, dtype: str, force: bool = False) -> Path:
+    """Load the model at ``src`` (folder or bundled name), hold it in ``dtype``, write it to ``out``.
+
+    ``out`` must be new or empty unless ``force``: a model already there (swapped arguments, a
+    second conversion into the same folder, whose stale tokenizer files would win) is not
+    replaced by accident. The folder is written beside ``out`` and renamed into place at the end,
+    so a failure (a full disk) leaves ``out`` as it was."""
     from .loaders.gpt2 import load_pretrained
     from .registry import resolve_model_path
 
@@ -169,13 +177,30 @@ def convert(src, out, dtype: str) -> Path:
         raise ValueError(f"OUT {out} is the source folder; write the converted model to a new folder")
     if out.exists() and not out.is_dir():
         raise ValueError(f"OUT {out} exists and is not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        raise ValueError(f"OUT {out} is not empty (it holds {', '.join(held[:4])}{', ...' if len(held) > 4 else ''}); "
+                         "give a new or empty folder, or --force to replace it")
     config, weights = load_pretrained(folder)
     weights = quantize_weights(weights, dtype)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in SIDE_FILES:
-        if (folder / name).is_file():
-            shutil.copyfile(folder / name, out / name)
-    return write_converted(out, config, weights, source=str(folder))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    staging, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
+    try:
+        staging.mkdir()
+        for name in SIDE_FILES:
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, staging / name)
+        write_converted(staging, config, weights, source=str(folder))
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror or exc} (while writing {out})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out / WEIGHTS_FILE
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -262,8 +287,11 @@ def load_converted(folder) -> tuple[GPT2Config, GPT2Weights]:
                                       source=f"{path} metadata")
     except ConfigError as exc:
         raise fail(f"its 'config' metadata is not a valid GPT-2 config ({exc})") from None
-    if stored != config:
-        diff = {k: (v, config.to_dict()[k]) for k, v in stored.to_dict().items() if config.to_dict()[k] != v}
+    # Only what shapes the weights or the arithmetic must match: the special token ids are the
+    # folder's to edit, as in any Hugging Face folder.
+    ours, theirs = stored.to_dict(), config.to_dict()
+    diff = {k: (v, theirs[k]) for k, v in ours.items() if theirs[k] != v and k not in TOKEN_ID_FIELDS}
+    if diff:
         raise fail(f"written for a different config than {folder / 'config.json'}: "
                    + ", ".join(f"{k}={a!r} in the file, {b!r} in config.json" for k, (a, b) in diff.items()))
 
@@ -318,7 +346,7 @@ def load_converted(folder) -> tuple[GPT2Config, GPT2Weights]:
 # -- command line ----------------------------------------------------------------------------------
 def cmd_convert(args) -> int:
     t0 = time.perf_counter()
-    path = convert(args.model, args.out, args.dtype)
+    path = convert(args.model, args.out, args.dtype, force=args.force)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB, {args.dtype}) in {time.perf_counter() - t0:.1f} s; "
           f"load it with --model {args.out}")
@@ -335,7 +363,9 @@ def add_convert_parser(subparsers):
                     "memory-mapped, with no conversion, like any model folder.",
     )
     p.add_argument("model", metavar="DIR", help="a Hugging Face GPT-2 folder or a bundled model name")
-    p.add_argument("out", metavar="OUT", help="the folder to write (created if needed; its files are replaced)")
+    p.add_argument("out", metavar="OUT", help="the folder to write: new or empty, unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace OUT if it is not empty (written beside it, then swapped in)")
     p.add_argument("--dtype", required=True, choices=DTYPES, help="what to hold the matrices in")
     p.set_defaults(func=cmd_convert)
     return p

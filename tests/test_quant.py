@@ -534,6 +534,40 @@ def test_converted_file_that_disagrees_with_its_metadata_is_a_clear_error(conver
     assert isinstance(exc.value, ValueError)
 
 
+def test_convert_never_replaces_a_folder_by_accident(tmp_path, hf_checkpoint, monkeypatch):
+    from fastgpt import convert as conv
+
+    folder, _ = hf_checkpoint("small")
+    out = tmp_path / "out"
+    conv.convert(folder, out, "int8")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match="not empty.*--force"):          # swapped arguments, a rerun
+        conv.convert(folder, out, "bfloat16")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / "tokenizer.json").write_text("{}")                            # a stale file of another model
+    # a failure while writing (a full disk) leaves OUT as it was, names it, and cleans up
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as m:
+        m.setattr(conv, "write_converted", full_disk)
+        with pytest.raises(OSError, match=f"No space left on device.*{out}"):
+            conv.convert(folder, out, "bfloat16", force=True)
+    assert (out / "tokenizer.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    conv.convert(folder, out, "bfloat16", force=True)                    # replaced whole
+    assert not (out / "tokenizer.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert Model.from_pretrained(out, backend="numpy").dtype == "bfloat16"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    conv.convert(folder, empty, "int8")                                  # an empty folder is fine
+
+
+def test_converted_folder_takes_edited_special_token_ids(converted_int8):
+    path = converted_int8 / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "bos_token_id": 11, "eos_token_id": [11, 12]}))
+    model = Model.from_pretrained(converted_int8, backend="numpy")
+    assert model.config.eos_token_id == [11, 12]
+
+
 def test_convert_refuses_its_own_source_folder(converted_int8):
     from fastgpt.convert import convert
 
