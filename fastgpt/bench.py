@@ -58,7 +58,7 @@ import numpy as np
 
 from . import bench_sweeps
 from .bench_sweeps import summarize
-from .cli_args import positive_int, positive_int_list
+from .cli_args import check_writable, positive_int, positive_int_list
 from .config import PRESETS, GPT2Config
 from .kv_cache import KV_DTYPES, default_kv_dtype
 from .quant import DTYPES, dequantize_weights, quantize_weights, weights_dtype
@@ -749,6 +749,7 @@ def resolve_backends(name: str) -> list[str]:
 
 
 def cmd_bench(args) -> int:
+    check_writable(args.json)
     backends = resolve_backends(args.backend)
     if args.compare and not transformers_available():
         raise ValueError("--compare transformers needs torch and transformers installed (pip install 'fastgpt[hf]')")

@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "--do-sample; options follow transformers' generate.")
     add_model_args(gen)
     gen.add_argument("prompt", nargs="+", help="the text to continue (several: a batch)")
-    gen.add_argument("--max-new-tokens", "-n", type=non_negative_int, default=64)
+    gen.add_argument("--max-new-tokens", "-n", type=non_negative_int, default=64,
+                     help="tokens to generate at most (default: 64)")
     gen.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     add_generation_args(gen)
     gen.set_defaults(func=cmd_generate)

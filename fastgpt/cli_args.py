@@ -35,6 +35,13 @@ positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
 
 
+def port_number(text):
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535], got {text!r}")
+    return value
+
+
 def positive_int_list(text):
     """``N[,N...]``: positive integers, each listed once, in the order given."""
     values = [positive_int(part.strip()) for part in text.split(",")]
@@ -56,8 +63,21 @@ def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> 
                         "16/8-bit ones)")
 
 
+def check_writable(path) -> None:
+    """UsageError unless ``path`` (None: nothing to check) can be written: before a run, not after it."""
+    if path is None:
+        return
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def model_name(args) -> str:
-    if args.model:
+    if args.model is not None:
+        if not args.model.strip():           # an unset "$MODEL" must not mean the bundled model
+            raise UsageError("--model is empty: give a model folder or a bundled model's name")
         return args.model
     if DEFAULT_MODEL in bundled_models():
         return DEFAULT_MODEL

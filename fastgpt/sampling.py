@@ -635,7 +635,8 @@ def sample_token(processed_logits, rng: np.random.Generator) -> int:
     if not math.isfinite(m):
         raise ValueError(
             f"`processed_logits` has max {m}: nothing to sample (all -inf, or NaN/+inf present)."
-            + (" A very small temperature or repetition_penalty overflows the float32 scores to +inf."
+            + (" A very small temperature or repetition_penalty, or a huge negative presence or frequency "
+               "penalty, overflows the float32 scores to +inf."
                if m == math.inf else "")
         )
     w = np.exp(x.astype(np.float64) - m)                         # (V,) unnormalised, max 1

@@ -132,6 +132,7 @@ def test_truncate_left_notes_the_drop(checkpoint, capsys):
     (["--num-return-sequences", "2", "Hi"], "needs do_sample=True"),
     (["--ignore-eos", "--eos-token-id", "3", "Hi"], "contradict"),
     (["--eos-token-id", "60000", "Hi"], "`eos_token_id`"),
+    (["--model", "", "Hi"], "--model is empty"),                    # an unset "$MODEL"
 ])
 def test_user_errors_are_one_line_exit_2(checkpoint, capsys, argv, message):
     if "--model" not in argv:
@@ -149,6 +150,27 @@ def test_malformed_flag_values_are_argparse_errors(checkpoint, capsys):
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert "error: argument" in err and "Traceback" not in err
+
+
+def test_flags_checked_before_any_work(checkpoint, capsys, tmp_path):
+    for argv in (["serve", "--port", "70000"], ["bench-serve", "--url", "notaurl"],
+                 ["bench-serve", "--url", "ftp://127.0.0.1:1"], ["bench-serve", "--timeout", "0"],
+                 ["bench-serve", "--temperature", "-1"], ["bench-serve", "--temperature", "nan"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert f"argument {argv[1]}" in err and "Traceback" not in err, err
+    # an unwritable --json fails at once, not after the run
+    code, out, err = run(capsys, "bench", "--model", checkpoint, "--json", tmp_path / "missing" / "x.json")
+    assert code == 2 and "cannot write" in err and "x.json" in err and out == ""
+    # nothing listens on a port just freed: one line naming the URL
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, out, err = run(capsys, "bench-serve", "--url", f"http://127.0.0.1:{port}")
+    assert code == 2 and f"cannot reach http://127.0.0.1:{port}" in err and err.count("\n") == 1
 
 
 def test_sampling_flags_without_do_sample_warn_in_one_line(checkpoint, capsys):

@@ -250,6 +250,14 @@ def test_cancel_during_prefill(kjv, monkeypatch):
     check_against(refs[0], after, "after a cancelled prefill")
 
 
+def test_max_batch_past_memory_is_refused_before_allocating(kjv):
+    from fastgpt.memory import MemoryLimitError
+
+    model, tok = kjv
+    with pytest.raises(MemoryLimitError, match="max_batch=100000000"):
+        Engine(model, tok, max_batch=10**8)
+
+
 def test_queue_bound_refuses_at_once(kjv):
     model, tok = kjv
     engine = Engine(model, tok, max_batch=1, max_queue=1).start()

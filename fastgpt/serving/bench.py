@@ -28,8 +28,10 @@ costs the server's machine little.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
+import math
 import statistics
 import sys
 import threading
@@ -40,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cli_args import UsageError, positive_int, positive_int_list
+from ..cli_args import UsageError, check_writable, positive_int, positive_int_list
 
 SEED = 0
 #: One extra request per level warms the server up (first-call allocations) before timing.
@@ -133,7 +135,8 @@ def request_mix(prompts: list[list[int]], new_tokens: int, temperature: float | 
 def _timed(url: str, body: dict, new_tokens: int, timeout: float) -> Timing:
     reply = post(url, "/v1/completions", body, timeout=timeout)
     if reply.status != 200 or not reply.done:
-        raise RuntimeError(f"the server answered {reply.status} {reply.body or reply.events[-1:]}")
+        # Most often the server refusing what the flags asked for (--new-tokens past its cap).
+        raise UsageError(f"the server answered {reply.status} {reply.body or reply.events[-1:]}")
     usage = next((e["usage"] for _, e in reply.events if e.get("usage")), None)
     if usage is None or usage["completion_tokens"] != new_tokens:
         raise RuntimeError(f"expected usage with {new_tokens} completion tokens, got {usage}")
@@ -176,7 +179,10 @@ def run_level(url: str, mix: list[dict], clients: int, new_tokens: int, timeout:
 
 def run_benchmark(url: str, *, levels: list[int], requests: int, prompt_tokens: int, new_tokens: int,
                   rounds: int, temperature: float | None, timeout: float, status=None) -> dict:
-    code, text = get(url, "/v1/models")
+    try:
+        code, text = get(url, "/v1/models")
+    except OSError as exc:
+        raise UsageError(f"cannot reach {url}: {exc}; is a fastgpt server running there?") from None
     if code != 200:
         raise UsageError(f"{url}/v1/models answered {code}: is a fastgpt server running there?")
     card = json.loads(text)["data"][0]
@@ -255,6 +261,7 @@ def format_report(report: dict) -> str:
 
 
 def cmd_bench_serve(args) -> int:
+    check_writable(args.json)
     levels = args.clients
     if levels[0] != 1:
         levels = [1] + [c for c in levels if c != 1]
@@ -269,21 +276,45 @@ def cmd_bench_serve(args) -> int:
     return 0
 
 
+def _http_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "http" or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http://HOST[:PORT] URL, got {text!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+    return text
+
+
+def _float_in(lo: float, lo_open: bool, what: str):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < lo or (lo_open and value == lo):
+            raise argparse.ArgumentTypeError(f"expected a {what} number, got {text!r}")
+        return value
+    parse.__name__ = f"{what.replace('-', '_')}_float"
+    return parse
+
+
 def add_bench_serve_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench-serve", help="load-test a running fastgpt server with N concurrent streaming clients",
         description="Drive a running `fastgpt serve` with 1, 4, 8, 16 (--clients) concurrent "
                     "streaming clients on the same requests; report aggregate tokens/s, time to "
                     "first token and inter-token latency (p50/p99) beside one at a time.")
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: http://127.0.0.1:8000)")
+    p.add_argument("--url", type=_http_url, default="http://127.0.0.1:8000", help="the server (default: http://127.0.0.1:8000)")
     p.add_argument("--clients", type=positive_int_list, default=[1, 4, 8, 16], metavar="N[,N...]",
                    help="concurrency levels; 1 (one at a time) is always run first (default: 1,4,8,16)")
     p.add_argument("--requests", type=positive_int, default=16, help="requests per level (default: 16)")
     p.add_argument("--prompt-tokens", type=positive_int, default=64, help="prompt length (default: 64)")
     p.add_argument("--new-tokens", type=positive_int, default=128, help="tokens per request (default: 128)")
     p.add_argument("--rounds", type=positive_int, default=2, help="interleaved rounds (default: 2)")
-    p.add_argument("--temperature", type=float, default=None,
+    p.add_argument("--temperature", type=_float_in(0.0, False, "non-negative"), default=None,
                    help="sample at this temperature (seeded, top-k 40) instead of greedy")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request before failing (default: 300)")
+    p.add_argument("--timeout", type=_float_in(0.0, True, "positive"), default=300.0, help="seconds per request before failing (default: 300)")
     p.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     p.set_defaults(func=cmd_bench_serve)

@@ -61,7 +61,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .. import memory
 from ..generate import GenerationConfig, Generator
+from ..kv_cache import KVCache, Workspace
 from ..sampling import log_softmax
 from ..sequence import Sequence, top_logprobs
 
@@ -248,6 +250,13 @@ class Engine:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens < n_ctx:
             raise ValueError(f"`max_tokens` must be an integer in [1, {n_ctx - 1}] (the context "
                              f"less one prompt token), got {max_tokens!r}")
+        # All of an engine's memory is taken up front: refuse a max_batch the machine cannot hold
+        # before allocating any of it (the cache, each row's scores, the widest step's buffers).
+        config = model.config
+        memory.require(KVCache.nbytes_for(config, max_batch, n_ctx, model.kv_dtype)
+                       + 4 * max_batch * config.vocab_size
+                       + Workspace.nbytes_for(config, max(max_batch, model.max_fused_tokens), max_batch),
+                       f"an engine of max_batch={max_batch} (its KV cache of {n_ctx} positions per row)")
         self.model = model
         self.tokenizer = tokenizer
         self.generator = Generator(model, tokenizer)

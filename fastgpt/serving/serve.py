@@ -15,7 +15,7 @@ import socket
 import threading
 from pathlib import Path
 
-from ..cli_args import UsageError, add_model_args, model_name, non_negative_int, positive_int
+from ..cli_args import UsageError, add_model_args, model_name, non_negative_int, port_number, positive_int
 
 #: Seconds uvicorn waits for open connections after the engine ended their streams.
 SHUTDOWN_GRACE_SECONDS = 5
@@ -49,7 +49,7 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
                    help=f"serve a model of these shapes with random weights (seed {SEED}) and "
                         "GPT-2's tokenizer, for load tests and benchmarks")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=non_negative_int, default=8000, help="port (default: 8000; 0: any free port)")
+    p.add_argument("--port", type=port_number, default=8000, help="port (default: 8000; 0: any free port)")
     p.add_argument("--max-batch", type=positive_int, default=8,
                    help="slots: sequences decoded together in each step (default: 8)")
     p.add_argument("--max-queue", type=non_negative_int, default=64,
