@@ -107,7 +107,9 @@ class GenerationConfig:
     ``presence_penalty`` / ``frequency_penalty`` (OpenAI, generated tokens only; 0 = off),
     ``no_repeat_ngram_size`` (0 = off), ``logit_bias`` ({token id: value added}, -inf bans).
     Ending: ``eos_token_id`` (None = the model's, an id, a list, or [] for none), ``stop``
-    (a string or a list of strings). ``seed`` (None or an int >= 0),
+    (a string or a list of strings), ``stop_in_prompt`` (False: a stop string must lie in the
+    generated text, as OpenAI's ``stop``; True: it may begin in the prompt's text and end in the
+    generated text, as transformers' ``stop_strings``). ``seed`` (None or an int >= 0),
     ``num_return_sequences`` (rows per prompt: sampling, or up to ``num_beams`` best beams),
     ``truncate`` (None: a prompt that does not fit ``n_positions - max_new_tokens`` is an
     error; "left": keep its last tokens). Beam search (fastgpt/beam_search.py): ``num_beams``
@@ -129,6 +131,7 @@ class GenerationConfig:
     logit_bias: dict[int, float] | None = None
     eos_token_id: int | list[int] | None = None
     stop: str | SequenceOf[str] | None = None
+    stop_in_prompt: bool = False
     seed: int | None = None
     num_return_sequences: int = 1
     truncate: str | None = None
@@ -149,6 +152,8 @@ class GenerationConfig:
         if self.stop is not None and not isinstance(self.stop, str):
             self.stop = self.stop_strings()           # a one-shot iterable is read once
         self.stop_strings()
+        if not isinstance(self.stop_in_prompt, (bool, np.bool_)):
+            raise ValueError(f"`stop_in_prompt` must be a bool, got {self.stop_in_prompt!r}.")
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
             raise ValueError(f"`seed` must be None or an integer >= 0, got {self.seed!r}.")
         n = self.num_return_sequences
@@ -390,8 +395,14 @@ class Generator:
         rngs = ([np.random.default_rng(child) for child in np.random.SeedSequence(config.seed).spawn(n)]
                 if params.do_sample else [None] * n)
         items = [(ids, dropped) for ids, dropped in fitted for _ in range(config.num_return_sequences)]
+        tails = {}                                  # a prompt's text, once per prompt
+        if stops and config.stop_in_prompt:
+            # 4 tokens per character at most (UTF-8) cover the longest stop string's reach
+            reach = 4 * max(len(s) for s in stops)
+            tails = {id(ids): self.tokenizer.decode(ids[-reach:]) for ids, _ in fitted}
         return [Sequence(ids, dropped, config.max_new_tokens, eos_set, stops,
-                         self.tokenizer.decoder() if decode else None, chooser, rng)
+                         self.tokenizer.decoder() if decode else None, chooser, rng,
+                         stop_context=tails.get(id(ids), ""))
                 for (ids, dropped), rng in zip(items, rngs)]
 
     def _fit_prompt(self, where: str, ids: list[int], cfg: GenerationConfig) -> tuple[list[int], int]:

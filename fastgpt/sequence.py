@@ -139,12 +139,12 @@ class Sequence:
     """
 
     __slots__ = ("ctx", "length", "n_prompt", "dropped", "max_new", "eos", "stops",
-                 "max_stop", "decoder", "ids", "text", "released", "finish_reason",
+                 "max_stop", "stop_context", "decoder", "ids", "text", "released", "finish_reason",
                  "logprobs", "top_logprobs", "rng", "chooser")
 
     def __init__(self, prompt: list[int], dropped: int, max_new: int, eos: frozenset[int],
                  stops: tuple[str, ...], decoder: IncrementalDecoder | None,
-                 chooser: TokenChooser, rng: np.random.Generator | None = None):
+                 chooser: TokenChooser, rng: np.random.Generator | None = None, stop_context: str = ""):
         self.n_prompt = len(prompt)
         self.ctx = np.empty(self.n_prompt + max_new, np.int64)   # (L_max,) prompt + new
         self.ctx[: self.n_prompt] = prompt
@@ -154,6 +154,9 @@ class Sequence:
         self.eos = eos
         self.stops = stops
         self.max_stop = max((len(s) for s in stops), default=0)
+        # The prompt's last characters, when a stop string may begin in the prompt (transformers'
+        # stop_strings); matches must still reach into the generated text.
+        self.stop_context = stop_context[len(stop_context) - self.max_stop + 1:] if self.max_stop > 1 else ""
         self.decoder = decoder
         self.ids: list[int] = []
         self.text = ""
@@ -210,14 +213,15 @@ class Sequence:
     def _add_text(self, piece: str) -> bool:
         """Append decoded text; on a stop string cut the text before it and return True."""
         # A new match must end inside `piece`, so it starts at most max_stop - 1 before it.
-        start = max(0, len(self.text) - self.max_stop + 1)
+        ctx = self.stop_context
+        start = max(0, len(ctx) + len(self.text) - self.max_stop + 1)
         self.text += piece
         if not self.stops:
             return False
-        cut = find_stop(self.text, self.stops, start)
+        cut = find_stop(ctx + self.text if ctx else self.text, self.stops, start)
         if cut < 0:
             return False
-        self.text = self.text[:cut]
+        self.text = self.text[:max(0, cut - len(ctx))]
         return True
 
     def _finish(self, reason: str) -> None:
@@ -232,7 +236,7 @@ class Sequence:
         """Text that is final: not an unfinished character, not a possible stop prefix."""
         end = len(self.text)
         if not self.finished and self.stops:
-            end -= partial_stop_len(self.text, self.stops)
+            end -= min(end, partial_stop_len(self.stop_context + self.text, self.stops))
         if end <= self.released:
             return ""
         piece = self.text[self.released:end]

@@ -183,6 +183,38 @@ def test_torch_manual_seed_repeats_sampling(pair):
     assert torch.equal(first, model.generate(ids, do_sample=True, max_new_tokens=12))
 
 
+def test_stop_strings_may_begin_in_the_prompt(pair, tmp_path):
+    """transformers' StopStringCriteria ends on a string that starts in the prompt and ends in
+    the newest token; the OpenAI-style `stop` of Generator would not (it sees generated text)."""
+    import json
+    from pathlib import Path
+
+    import fastgpt
+    from fastgpt.compat.transformers import GPT2Tokenizer as OurTokenizer
+
+    model, hf_model = pair
+    data = Path(fastgpt.__file__).parent / "data" / "gpt2"
+    vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+    merges = [tuple(line.split()) for line in (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:] if line]
+    transformers.GPT2Tokenizer(vocab=vocab, merges=merges).save_pretrained(tmp_path)  # GPT-2's ids 0-499 fit
+    hf_tok, our_tok = transformers.GPT2Tokenizer.from_pretrained(tmp_path), OurTokenizer.from_pretrained(tmp_path)
+    # prompts of plain letters (GPT-2 id = code point - 33 for '!'..'~'), so their text is whole
+    for word in ("hello", "world", "stop", "the", "and", "quiet"):
+        prompt = [ord(c) - 33 for c in word]
+        full = hf_generate(hf_model, [prompt], max_new_tokens=6)[0]
+        text, first, rest = hf_tok.decode(prompt), hf_tok.decode(full[len(prompt):len(prompt) + 1]), hf_tok.decode(full[len(prompt):])
+        stop = text[-2:] + first[:1]
+        if first and "\ufffd" not in stop and stop not in rest:
+            break
+    else:
+        pytest.skip("no prompt whose first token continues its text into a fresh stop string")
+    kwargs = dict(max_new_tokens=6, stop_strings=[stop])
+    want = hf_generate(hf_model, [prompt], tokenizer=hf_tok, **kwargs)
+    assert want.shape[1] == len(prompt) + 1                       # it does end on the first token
+    got = model.generate(torch.tensor([prompt]), tokenizer=our_tok, **kwargs)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
 def test_generate_errors(pair):
     model, _ = pair
     with pytest.raises(ValueError, match="max_length"):

@@ -329,6 +329,21 @@ def test_stop_strings_scripted(gpt2_tok):
     assert (r.text, r.finish_reason) == (" Hello world", "length")
 
 
+def test_stop_in_prompt_lets_a_stop_string_begin_in_the_prompt(gpt2_tok):
+    script = gpt2_tok.encode(" Hello world. Goodbye world.")
+    gen = Generator(ScriptedModel(script), gpt2_tok)
+    full = gen.generate("ab", max_new_tokens=20, return_result=True)
+    r = gen.generate("ab", max_new_tokens=20, stop="b H", return_result=True)
+    assert r == full                                              # OpenAI's stop: generated text only
+    r = gen.generate("ab", max_new_tokens=20, stop="b H", stop_in_prompt=True, return_result=True)
+    assert (r.text, r.finish_reason, r.token_ids) == ("", "stop", script[:1])   # transformers' stop_strings
+    # " Hello" might still become "b Hello!" with the prompt's "b": held back until " world" rules it out
+    pieces = list(gen.stream("ab", max_new_tokens=20, stop="b Hello!", stop_in_prompt=True))
+    assert "".join(pieces) == full.text and pieces[0] == " Hello world"
+    with pytest.raises(ValueError, match="stop_in_prompt"):
+        gen.generate("ab", stop="b", stop_in_prompt="yes")
+
+
 def test_stream_holds_back_only_possible_stop_prefixes(gpt2_tok):
     script = gpt2_tok.encode(" Hello world. Goodbye world.")
     gen = Generator(ScriptedModel(script), gpt2_tok)

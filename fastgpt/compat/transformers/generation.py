@@ -214,7 +214,8 @@ class GenerationMixin:
                        num_return_sequences=opts["num_return_sequences"],
                        **{k: opts[k] for k in EXTRAS if opts.get(k) is not None})
         if opts.get("stop_strings"):
-            options["stop"] = opts["stop_strings"]
+            # transformers' StopStringCriteria also matches a string that begins in the prompt
+            options.update(stop=opts["stop_strings"], stop_in_prompt=True)
         if options["do_sample"]:
             options.update(temperature=opts["temperature"], top_k=opts["top_k"] or 0, top_p=opts["top_p"],
                            min_p=opts["min_p"] or 0.0)
