@@ -7,6 +7,7 @@ machine) print one line to stderr and exit with status 2; only genuine bugs show
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .cli_args import UsageError, add_model_args, load_model_and_tokenizer, model_name, non_negative_int, positive_int
@@ -252,10 +253,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as cat does, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, FileNotFoundError, OSError) as exc:
         # ValueError covers every input error fastgpt raises (config, weights, tokens, lengths,
         # memory); a message listing several problems is joined into the one line.
-        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        message = "; ".join(line.strip().rstrip(":;") for line in str(exc).splitlines() if line.strip())
         print(f"fastgpt {args.command}: error: {message or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
