@@ -68,7 +68,8 @@ static void product(const fg_decoder *d, const fg_matrix *m, const float *x, ptr
     if (m->fmt == FG_W_F32)
         fg_linear_rows_f32((const float *)m->w, m->b, x, m->n_in, y, m->n_out, n, m->n_in, *o0, *o1, d->level);
     else
-        fg_qlinear_rows(m->w, m->s, m->fmt, m->b, x, m->n_in, d->prep, y, m->n_out, n, m->n_in, *o0, *o1, d->qlevel);
+        fg_qlinear_rows(m->w, m->s, m->sg, m->fmt, m->b, x, m->n_in, d->prep, y, m->n_out, n, m->n_in, *o0, *o1,
+                        d->qlevel);
 }
 
 /* x[:, o0:o1] += y[:, o0:o1]: the residual add, on the band this thread just wrote. */

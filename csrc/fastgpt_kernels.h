@@ -118,10 +118,12 @@ void fg_qprep_x_part(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff_t 
  * prompts). x rows x_stride apart, y rows y_stride apart; prep from fg_qprep_x_rows with the same x. As
  * the skinny products above: each y[r, o] depends on n_in and the level, not on n_rows or the o range.
  * Level FG_AMX: int8 and bfloat16 on AMX (csrc/amx.c); FG_AVX512: int8 by VNNI (below), 16-bit w by
- * fg_skinny_w16. */
-void fg_qlinear_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const float *x__ni,
-                     ptrdiff_t x_stride, const void *prep, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows,
-                     ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
+ * fg_skinny_w16. s__gb16 (may be NULL): int8's scales again, grouped for AMX's epilogue:
+ * s__gb16[((o / 16) * (n_in / 32) + b) * 16 + o % 16] = s__ob[o, b], rows past n_out repeating the last
+ * (quant.QuantizedWeight.scales_by_group); with it the AMX kernel skips transposing them per call. */
+void fg_qlinear_rows(const void *w__oi, const uint16_t *s__ob, const uint16_t *s__gb16, int fmt, const float *b__o,
+                     const float *x__ni, ptrdiff_t x_stride, const void *prep, float *y__no, ptrdiff_t y_stride,
+                     ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin, ptrdiff_t o_end, int level);
 void fg_qlinear_rows_ref(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const float *x__ni,
                          ptrdiff_t x_stride, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
                          ptrdiff_t o_begin, ptrdiff_t o_end);
@@ -196,15 +198,16 @@ void fg_amx_prep_x_rows(int fmt, const float *x__ni, ptrdiff_t x_stride, ptrdiff
  * pairs of x, each written to its own tile and scales (no two parts share a cache line). */
 void fg_amx_prep_i8_part(const float *x__ni, ptrdiff_t x_stride, ptrdiff_t n_rows, ptrdiff_t n_in, int part,
                          int n_parts, void *prep);
-void fg_amx_rows(const void *w__oi, const uint16_t *s__ob, int fmt, const float *b__o, const void *prep,
-                 float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
-                 ptrdiff_t o_end);
+void fg_amx_rows(const void *w__oi, const uint16_t *s__ob, const uint16_t *s__gb16, int fmt, const float *b__o,
+                 const void *prep, float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in,
+                 ptrdiff_t o_begin, ptrdiff_t o_end);
 
 /* ---- One decode step of a GPT-2 stack in one parallel region (csrc/decode.c) --------------------
  * Every extent below is checked by the caller (fastgpt/kernels/_decode.pyx) before the call. */
 typedef struct {
     const void *w;       /* [n_out, n_in] row-major: float32, or fmt's 16/8-bit data */
     const uint16_t *s;   /* int8's scales [n_out, n_in / 32], else NULL */
+    const uint16_t *sg;  /* int8 on AMX: the same scales by groups of 16 rows (fg_qlinear_rows), or NULL */
     const float *b;      /* [n_out] or NULL */
     ptrdiff_t n_out, n_in;
     int fmt;

@@ -393,13 +393,13 @@ TARGET_256 static void dequantize_rows_256(const void *w, const uint16_t *s, int
 }
 #endif /* FG_X86 */
 
-void fg_qlinear_rows(const void *w, const uint16_t *s, int fmt, const float *bias, const float *x, ptrdiff_t xs,
-                     const void *prep, float *y, ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
-                     ptrdiff_t o_end, int level) {
+void fg_qlinear_rows(const void *w, const uint16_t *s, const uint16_t *sg, int fmt, const float *bias, const float *x,
+                     ptrdiff_t xs, const void *prep, float *y, ptrdiff_t ys, ptrdiff_t n_rows, ptrdiff_t n_in,
+                     ptrdiff_t o_begin, ptrdiff_t o_end, int level) {
     if (n_rows <= 0 || o_end <= o_begin) return;
 #ifdef FG_X86
     if (level >= FG_AMX && fmt != FG_Q_F16) {
-        fg_amx_rows(w, s, fmt, bias, prep, y, ys, n_rows, n_in, o_begin, o_end);
+        fg_amx_rows(w, s, sg, fmt, bias, prep, y, ys, n_rows, n_in, o_begin, o_end);
         return;
     }
     if (level >= FG_AVX512 && fmt != FG_Q_I8) {
@@ -415,7 +415,7 @@ void fg_qlinear_rows(const void *w, const uint16_t *s, int fmt, const float *bia
         return;
     }
 #endif
-    (void)level, (void)prep;
+    (void)level, (void)prep, (void)sg;
     fg_qlinear_rows_ref(w, s, fmt, bias, x, xs, y, ys, n_rows, n_in, o_begin, o_end);
 }
 

@@ -324,6 +324,41 @@ def test_one_and_two_threads_agree_bitwise(fmt, N):
     assert np.array_equal(one, two)
 
 
+def test_scales_by_group_is_the_scales_transposed_per_16_rows():
+    w = _weight("int8", 37, 96)                                   # a last group of 5 rows
+    g = w.scales_by_group()
+    assert g.shape == (3, 3, 16) and g.dtype == np.uint16 and g.flags.c_contiguous
+    for o in range(48):
+        for b in range(3):
+            assert g[o // 16, b, o % 16] == w.scales[min(o, 36), b]
+    assert w.scales_by_group() is g                               # made once
+
+
+@needs_kernels
+@pytest.mark.parametrize("N", [1, 5, 16, 40])
+def test_int8_grouped_scales_give_bitwise_what_the_kernel_groups_itself(N):
+    """The AMX kernel takes the weight's grouped scales (made once) or groups them per call (a
+    weight without them): the same floats, so the same outputs, bit for bit, for any band."""
+    from types import SimpleNamespace
+
+    from fastgpt.kernels import _quant
+
+    x, w, b, _ = _case("int8", 1023, 768, N)
+    plain = SimpleNamespace(format=w.format, data=w.data, scales=w.scales)      # no scales_by_group
+    for threads in (1, 2, 3):
+        want = _quant.linear(x, plain, b, np.empty((N, 1023), np.float32), threads)
+        got = _quant.linear(x, w, b, np.empty((N, 1023), np.float32), threads)
+        assert np.array_equal(got, want), threads
+    if _quant.quant_level() >= 3:                                # only AMX reads them
+        bad = SimpleNamespace(format=w.format, data=w.data, scales=w.scales, scales_by_group=lambda: w.scales)
+        with pytest.raises(ValueError, match="grouped scales"):
+            _quant.linear(x, bad, b, np.empty((N, 1023), np.float32), 1)
+        zero = np.zeros_like(w.scales_by_group())                # read, not ignored: all scales 0
+        unscaled = SimpleNamespace(format=w.format, data=w.data, scales=w.scales, scales_by_group=lambda: zero)
+        got = _quant.linear(x, unscaled, b, np.empty((N, 1023), np.float32), 1)
+        assert np.array_equal(got, np.broadcast_to(b, got.shape))
+
+
 @needs_kernels
 @pytest.mark.parametrize("N", [1, 3])
 def test_int8_decode_propagates_nan_and_inf_in_x(N):

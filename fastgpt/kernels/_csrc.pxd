@@ -33,9 +33,9 @@ cdef extern from "fastgpt_kernels.h" nogil:
     int FG_PREP_ROWS
     void fg_qprep_x_rows(int fmt, const float *x, Py_ssize_t x_stride, Py_ssize_t n_rows, Py_ssize_t n_in,
                          Py_ssize_t r_begin, Py_ssize_t r_end, void *prep, int level)
-    void fg_qlinear_rows(const void *w, const unsigned short *s, int fmt, const float *b, const float *x,
-                         Py_ssize_t x_stride, const void *prep, float *y, Py_ssize_t y_stride, Py_ssize_t n_rows,
-                         Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end, int level)
+    void fg_qlinear_rows(const void *w, const unsigned short *s, const unsigned short *sg, int fmt, const float *b,
+                         const float *x, Py_ssize_t x_stride, const void *prep, float *y, Py_ssize_t y_stride,
+                         Py_ssize_t n_rows, Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end, int level)
     void fg_qlinear_rows_ref(const void *w, const unsigned short *s, int fmt, const float *b, const float *x,
                              Py_ssize_t x_stride, float *y, Py_ssize_t y_stride, Py_ssize_t n_rows,
                              Py_ssize_t n_in, Py_ssize_t o_begin, Py_ssize_t o_end)
@@ -85,6 +85,7 @@ cdef extern from "fastgpt_kernels.h" nogil:
     ctypedef struct fg_matrix:
         const void *w
         const unsigned short *s
+        const unsigned short *sg
         const float *b
         Py_ssize_t n_out, n_in
         int fmt

@@ -13,7 +13,7 @@ import numpy as np
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 
-from ._csrc cimport (FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, FG_W_F32, fg_block, fg_decode_prep_bytes,
+from ._csrc cimport (FG_AMX, FG_Q8_BLOCK, FG_Q_BF16, FG_Q_F16, FG_Q_I8, FG_W_F32, fg_block, fg_decode_prep_bytes,
                      fg_decode_step, fg_decoder, fg_matrix, fg_quant_level, fg_simd_level)
 from ._elementwise import ACTIVATION_KINDS
 
@@ -53,7 +53,7 @@ cdef float *buffer_pointer(str name, object arr, Py_ssize_t rows, Py_ssize_t col
 
 
 cdef int fill_matrix(fg_matrix *m, str name, object w, object b, Py_ssize_t n_out, Py_ssize_t n_in,
-                     list keep) except -1:
+                     list keep, int qlevel) except -1:
     cdef const float[:, ::1] w32
     cdef const void *wp = NULL
     cdef const unsigned short *sp = NULL
@@ -66,12 +66,13 @@ cdef int fill_matrix(fg_matrix *m, str name, object w, object b, Py_ssize_t n_ou
             raise ValueError(f"{name}: expected a C-contiguous float32 array of shape {(n_out, n_in)}, "
                              f"got {w.dtype} {w.shape}")
         w32 = w
-        m.w, m.s, m.fmt = &w32[0, 0], NULL, FG_W_F32
+        m.w, m.s, m.sg, m.fmt = &w32[0, 0], NULL, NULL, FG_W_F32
     else:
         if tuple(w.data.shape) != (n_out, n_in):
             raise ValueError(f"{name}: expected shape {(n_out, n_in)}, got {w.format} {w.data.shape}")
         m.fmt = check_weight(w, n_in, &wp, &sp)
         m.w, m.s = wp, sp
+        m.sg = grouped_scales(w, m.fmt, qlevel, keep)
         keep.append(w.scales)
         w = w.data
     keep.append(w)
@@ -110,6 +111,7 @@ cdef class Decoder:
         cdef char *vc
         cdef Py_ssize_t layer_bytes
         cdef int kv_fmt
+        cdef int qlevel = min(QUANT_LEVEL, max_level)
         cdef unsigned char[::1] prep
         cdef float[:, ::1] scores
         check_threads(n_threads)
@@ -153,21 +155,23 @@ cdef class Decoder:
             self.blocks[layer].ln1_b = float_pointer(p + "ln_1_b", blk.ln_1_b, (C,), self.keep)
             self.blocks[layer].ln2_g = float_pointer(p + "ln_2_g", blk.ln_2_g, (C,), self.keep)
             self.blocks[layer].ln2_b = float_pointer(p + "ln_2_b", blk.ln_2_b, (C,), self.keep)
-            fill_matrix(&self.blocks[layer].qkv, p + "attn_qkv_w", blk.attn_qkv_w, blk.attn_qkv_b, 3 * C, C, self.keep)
+            fill_matrix(&self.blocks[layer].qkv, p + "attn_qkv_w", blk.attn_qkv_w, blk.attn_qkv_b, 3 * C, C, self.keep,
+                        qlevel)
             fill_matrix(&self.blocks[layer].attn_proj, p + "attn_proj_w", blk.attn_proj_w, blk.attn_proj_b, C, C,
-                        self.keep)
-            fill_matrix(&self.blocks[layer].fc, p + "mlp_fc_w", blk.mlp_fc_w, blk.mlp_fc_b, F, C, self.keep)
-            fill_matrix(&self.blocks[layer].proj, p + "mlp_proj_w", blk.mlp_proj_w, blk.mlp_proj_b, C, F, self.keep)
+                        self.keep, qlevel)
+            fill_matrix(&self.blocks[layer].fc, p + "mlp_fc_w", blk.mlp_fc_w, blk.mlp_fc_b, F, C, self.keep, qlevel)
+            fill_matrix(&self.blocks[layer].proj, p + "mlp_proj_w", blk.mlp_proj_w, blk.mlp_proj_b, C, F, self.keep,
+                        qlevel)
             self.blocks[layer].k = kc + layer * layer_bytes
             self.blocks[layer].v = vc + layer * layer_bytes
-        fill_matrix(&self.dec.head, "lm_head", weights.lm_head, None, V, C, self.keep)
+        fill_matrix(&self.dec.head, "lm_head", weights.lm_head, None, V, C, self.keep, qlevel)
 
         self.dec.n_layer, self.dec.n_embd, self.dec.n_head = L, C, H
         self.dec.head_dim, self.dec.n_ff, self.dec.n_slots = D, F, S
         self.dec.eps = config.layer_norm_epsilon
         self.dec.act_kind = ACTIVATION_KINDS[config.activation_function]
         self.dec.level = min(SIMD_LEVEL, max_level)
-        self.dec.qlevel = min(QUANT_LEVEL, max_level)
+        self.dec.qlevel = qlevel
         self.dec.kv_fmt = kv_fmt
         self.dec.blocks = self.blocks
         self.dec.lnf_g = float_pointer("ln_f_g", weights.ln_f_g, (C,), self.keep)

@@ -210,6 +210,7 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
     cdef const unsigned short *sp = NULL
     cdef int fmt = check_weight(w, n_in, &wp, &sp)
     cdef int level = min(QUANT_LEVEL, max_level)
+    cdef const unsigned short *sgp = grouped_scales(w, fmt, level, None)
     cdef const float *bias = check_out_and_bias("quantized linear", x.shape[0], n_out, b, out)
     check_threads(n_threads)
     if filled_trivially(n, n_in, n_out, b, out):
@@ -246,7 +247,7 @@ def linear(const float[:, ::1] x, object w, const float[::1] b, float[:, ::1] ou
                 if reference:
                     fg_qlinear_rows_ref(wp, sp, fmt, bias, &x[0, 0], xs, &out[0, 0], ys, n, n_in, o0, o1)
                 else:
-                    fg_qlinear_rows(wp, sp, fmt, bias, &x[0, 0], xs, prep_in_scratch, &out[0, 0], ys, n, n_in, o0, o1,
+                    fg_qlinear_rows(wp, sp, sgp, fmt, bias, &x[0, 0], xs, prep_in_scratch, &out[0, 0], ys, n, n_in, o0, o1,
                                     level)
     finally:
         free(prep)

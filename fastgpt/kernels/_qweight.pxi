@@ -1,4 +1,5 @@
-# A QuantizedWeight's arrays checked for a kernel (needs FG_Q_* and FG_Q8_BLOCK cimported from _csrc).
+# A QuantizedWeight's arrays checked for a kernel (needs FG_Q_*, FG_Q8_BLOCK and FG_AMX cimported from _csrc,
+# and numpy as np).
 FORMAT_CODES = {"bfloat16": FG_Q_BF16, "float16": FG_Q_F16, "int8": FG_Q_I8}
 
 
@@ -29,3 +30,20 @@ cdef int check_weight(object w, Py_ssize_t n_in, const void **wp, const unsigned
         w16 = data
         wp[0] = &w16[0, 0] if w16.shape[0] > 0 and n_in > 0 else NULL
     return fmt
+
+
+cdef const unsigned short *grouped_scales(object w, int fmt, int level, list keep) except? NULL:
+    """int8 on AMX: w's scales by groups of 16 rows (QuantizedWeight.scales_by_group), checked
+    against w's shape; NULL otherwise (the kernel then groups them itself, per call)."""
+    cdef const unsigned short[:, :, ::1] g
+    if fmt != FG_Q_I8 or level < FG_AMX or not hasattr(w, "scales_by_group"):
+        return NULL
+    arr = w.scales_by_group()
+    want = ((w.data.shape[0] + 15) // 16, w.data.shape[1] // FG_Q8_BLOCK, 16)
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint16 or arr.shape != want:
+        raise ValueError(f"int8 grouped scales must be a uint16 array of shape {want}, got "
+                         f"{getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
+    g = arr                                             # C-contiguous, or ValueError
+    if keep is not None:
+        keep.append(arr)
+    return &g[0, 0, 0] if g.shape[0] > 0 and g.shape[1] > 0 else NULL
