@@ -197,6 +197,7 @@ def test_stop_strings_and_finish_reasons(server, oracle):
     (b'{"prompt": "x", "model": "\\udfff"}', 400, "model"),
     (b'{"prompt": "x", "logit_bias": {"\\ud800": 1}}', 400, "logit_bias"),
     (b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None),   # nested too deeply
+    (b'{"prompt": ' + b"[" * 950 + b'"\\ud800"' + b"]" * 950 + b"}", 400, "prompt" + "[0]" * 950),  # deep
     ({"prompt": "And God said", "max_tokens": None, "min_tokens": 300}, 400, "min_tokens"),
     # sampling overflows on the request's own penalty (repeated tokens' logits / 1e-40)
     ({"prompt": "Amen Amen Amen", "max_tokens": 2, "temperature": 1, "seed": 1,

@@ -516,7 +516,10 @@ async def _json(request: HTTPRequest):
     # fail later, when echoed or named in an error. Only an escape can make one, so most bodies
     # skip the walk.
     if _SURROGATE_ESCAPE.search(body):
-        where = _lone_surrogate(data, "")
+        try:
+            where = _lone_surrogate(data, "")
+        except RecursionError:                         # nested nearly as deep as json allows
+            raise RequestError("the request body is not valid JSON: nested too deeply") from None
         if where is not None:
             raise RequestError(f"`{where or 'body'}`: contains a lone UTF-16 surrogate (an unpaired "
                                "\\ud800-\\udfff escape), which is not Unicode text", where or None)
