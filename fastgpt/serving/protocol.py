@@ -9,9 +9,8 @@ A bad value raises :class:`RequestError` naming the field (``param``), which the
 as a 400 in OpenAI's error shape. Responses are plain dicts built here.
 
 Mapping to :class:`~fastgpt.GenerationConfig`: ``temperature == 0`` is greedy (argmax), as in
-OpenAI's API and vLLM, and so is any temperature below ``SAMPLING_EPS`` (vLLM's rule: such a
-division overflows float32 before it differs from the argmax); ``null`` means a field's
-default; otherwise sampling at that temperature with ``top_p``, ``top_k``
+OpenAI's API and vLLM, and so is any temperature below ``SAMPLING_EPS`` (vLLM's rule: see
+there); ``null`` means a field's default; otherwise sampling at that temperature with ``top_p``, ``top_k``
 (-1 or 0: off) and ``min_p``. ``max_tokens`` -> ``max_new_tokens``, ``min_tokens`` ->
 ``min_new_tokens``, ``ignore_eos`` -> no EOS id, ``logit_bias`` keys (token ids as strings)
 -> ints. ``seed`` seeds each prompt's ``n`` choices as ``Generator`` seeds
@@ -35,8 +34,8 @@ __all__ = ["CompletionRequest", "DetokenizeRequest", "RequestError", "TokenizeRe
 #: OpenAI's limits on the legacy endpoint (vLLM's are looser; clients are written for these).
 MAX_LOGPROBS = 20
 MAX_N = 128
-#: A temperature below this samples greedily, as in vLLM: dividing the logits by it would
-#: overflow float32 long before it differs from the argmax.
+#: A temperature below this samples greedily, as in vLLM: a draw at it differs from the argmax only
+#: between logits closer than a few 1e-5, and far below it dividing the logits overflows float32.
 SAMPLING_EPS = 1e-5
 
 
