@@ -27,8 +27,9 @@ continuations are drawn without replacement from the softmax of the beams' summe
 
 Non-goals: diverse / group / constrained beam search, stop strings, streaming. Differences
 from transformers: the n-gram ban sees each beam's real tokens (transformers' also counts
-left-padding tokens; its repetition penalty skips them, as here); beam sampling draws from NumPy, and top-k/top-p keep at least one token
-(transformers keeps one more than the number of EOS ids).
+left-padding tokens; its repetition penalty skips them, as here); beam sampling draws from
+NumPy, and top-k/top-p keep at least one token (transformers keeps one more than the number of
+EOS ids).
 """
 
 from __future__ import annotations

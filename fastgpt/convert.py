@@ -194,7 +194,12 @@ def convert(src, out, dtype: str, force: bool = False) -> Path:
         write_converted(staging, config, weights, source=str(folder))
         if out.exists():
             out.rename(old)
-        staging.rename(out)
+        try:
+            staging.rename(out)
+        except OSError:
+            if old.exists():                            # put the previous OUT back
+                old.rename(out)
+            raise
     except OSError as exc:
         raise OSError(exc.errno, f"{exc.strerror or exc} (while writing {out})") from None
     finally:

@@ -588,6 +588,17 @@ def test_convert_never_replaces_a_folder_by_accident(tmp_path, hf_checkpoint, mo
         with pytest.raises(OSError, match=f"No space left on device.*{out}"):
             conv.convert(folder, out, "bfloat16", force=True)
     assert (out / "tokenizer.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # the swap itself failing (after OUT was moved aside) puts OUT back
+    real_rename = type(out).rename
+    def rename(self, target):
+        if ".tmp-" in self.name:
+            raise OSError(18, "Invalid cross-device link")
+        return real_rename(self, target)
+    with monkeypatch.context() as m:
+        m.setattr(type(out), "rename", rename)
+        with pytest.raises(OSError, match=f"cross-device.*{out}"):
+            conv.convert(folder, out, "bfloat16", force=True)
+    assert (out / "tokenizer.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     conv.convert(folder, out, "bfloat16", force=True)                    # replaced whole
     assert not (out / "tokenizer.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert Model.from_pretrained(out, backend="numpy").dtype == "bfloat16"
