@@ -159,7 +159,8 @@ class EngineObserver:
     def token(self, seconds: float, first: bool) -> None:
         """A token of a sequence: ``first``: seconds since arrival (TTFT), else since the previous."""
     def request_finished(self, reason: str, seconds: float) -> None:
-        """``reason``: a finish reason of the last choice, or "cancelled" / "shutdown" / "error"."""
+        """``reason``: a finish reason of the last choice, or "cancelled" / "shutdown" / "invalid" /
+        "error"."""
 
 
 # -- requests --------------------------------------------------------------------------------
