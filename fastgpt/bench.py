@@ -58,7 +58,7 @@ import numpy as np
 
 from . import bench_sweeps
 from .bench_sweeps import summarize
-from .cli_args import check_writable, positive_int, positive_int_list
+from .cli_args import check_writable, positive_int, positive_int_list, thread_count
 from .config import PRESETS, GPT2Config
 from .kv_cache import KV_DTYPES, default_kv_dtype
 from .quant import DTYPES, dequantize_weights, quantize_weights, weights_dtype
@@ -881,7 +881,7 @@ def add_bench_parser(subparsers):
                      help=f"a model with these shapes and random weights (seed {SEED}), built in memory")
     p.add_argument("--backend", choices=("all", "auto") + ENGINE_BACKENDS, default="all",
                    help="backends to measure; all/auto = every available one (default: all)")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="threads for kernels, BLAS, torch and the bandwidth probe (default: all cores)")
     p.add_argument("--prompt-tokens", type=positive_int_list, default=[128], metavar="P[,P...]",
                    help="prompt length (default: 128); several (e.g. 16,64,128,512) sweep the time to first token "

@@ -12,6 +12,7 @@ from .backend import BACKENDS
 from .kv_cache import KV_DTYPES
 from .quant import DTYPES
 from .registry import DEFAULT_MODEL, bundled_models
+from .threads import MAX_THREADS
 
 
 class UsageError(ValueError):
@@ -35,6 +36,13 @@ positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
 
 
+def thread_count(text):
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected a thread count in [1, {MAX_THREADS}], got {text!r}")
+    return value
+
+
 def port_number(text):
     value = non_negative_int(text)
     if value > 65535:
@@ -55,7 +63,7 @@ def add_model_args(p: argparse.ArgumentParser, model_required: bool = False) -> 
                    help="a Hugging Face GPT-2 folder or a bundled model name"
                         + ("" if model_required else f" (default: {DEFAULT_MODEL})"))
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="kernels to run (default: auto)")
-    p.add_argument("--threads", type=positive_int, default=None, help="threads for kernels and BLAS (default: all cores)")
+    p.add_argument("--threads", type=thread_count, default=None, help="threads for kernels and BLAS (default: all cores)")
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="hold the weight matrices in this dtype (default: as stored: float32, or a converted folder's)")
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default=None,

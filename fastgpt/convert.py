@@ -30,6 +30,8 @@ import mmap
 import os
 import secrets
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -351,11 +353,22 @@ def load_converted(folder) -> tuple[GPT2Config, GPT2Weights]:
 # -- command line ----------------------------------------------------------------------------------
 def cmd_convert(args) -> int:
     t0 = time.perf_counter()
-    path = convert(args.model, args.out, args.dtype, force=args.force)
+    # SIGTERM as an exception, so that convert's cleanup runs (its staging folder, beside OUT)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if main_thread else None
+    try:
+        path = convert(args.model, args.out, args.dtype, force=args.force)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB, {args.dtype}) in {time.perf_counter() - t0:.1f} s; "
           f"load it with --model {args.out}")
     return 0
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def add_convert_parser(subparsers):

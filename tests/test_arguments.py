@@ -180,17 +180,17 @@ def one_line_error(capsys, argv, *fragments):
 
 KJV_TEXT = BUNDLED_DIR / "kjv-tiny" / "valid.txt"
 CLI_CASES = {
-    "generate --threads": (["generate", "--threads", HUGE, "Hi"], "num_threads"),
+    "generate --threads": (["generate", "--threads", HUGE, "Hi"], "--threads"),
     "generate --eos-token-id": (["generate", "--eos-token-id", HUGE, "Hi"], "eos_token_id"),
     "generate --num-return-sequences": (["generate", "--do-sample", "--num-return-sequences", 10**12, "Hi"],
                                         "num_return_sequences=1000000000000"),
     "generate --max-new-tokens": (["generate", "-n", HUGE, "Hi"], "max_new_tokens"),
     "generate --top-k not a number": (["generate", "--top-k", "x", "Hi"], "--top-k"),
-    "info --threads": (["info", "--threads", 10**9], "num_threads"),
+    "info --threads": (["info", "--threads", 10**9], "--threads"),
     "perplexity --max-length": (["perplexity", "--max-length", HUGE, KJV_TEXT], "max_length"),
     "perplexity --stride": (["perplexity", "--stride", HUGE, KJV_TEXT], "stride"),
     "perplexity of a directory": (["perplexity", BUNDLED_DIR], "directory"),
-    "bench --threads": (["bench", "--model", "kjv-tiny", "--threads", HUGE], "num_threads"),
+    "bench --threads": (["bench", "--model", "kjv-tiny", "--threads", HUGE], "--threads"),
     "bench --prompt-tokens": (["bench", "--model", "kjv-tiny", "--prompt-tokens", HUGE], "--prompt-tokens"),
     "bench --dtype": (["bench", "--model", "kjv-tiny", "--dtype", "int4"], "--dtype"),
     "convert into a file": (["convert", "kjv-tiny", KJV_TEXT, "--dtype", "int8"], "not a folder"),

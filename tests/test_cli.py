@@ -153,7 +153,7 @@ def test_malformed_flag_values_are_argparse_errors(checkpoint, capsys):
 
 
 def test_flags_checked_before_any_work(checkpoint, capsys, tmp_path):
-    for argv in (["serve", "--port", "70000"], ["bench-serve", "--url", "notaurl"],
+    for argv in (["serve", "--port", "70000"], ["generate", "--threads", "1000"], ["bench-serve", "--url", "notaurl"],
                  ["bench-serve", "--url", "ftp://127.0.0.1:1"], ["bench-serve", "--timeout", "0"],
                  ["bench-serve", "--temperature", "-1"], ["bench-serve", "--temperature", "nan"]):
         with pytest.raises(SystemExit) as info:

@@ -607,6 +607,27 @@ def test_convert_never_replaces_a_folder_by_accident(tmp_path, hf_checkpoint, mo
     conv.convert(folder, empty, "int8")                                  # an empty folder is fine
 
 
+def test_convert_cleans_up_when_terminated(tmp_path, hf_checkpoint, monkeypatch):
+    import os
+    import signal
+
+    from fastgpt import convert as conv
+    from fastgpt.cli import main
+
+    folder, _ = hf_checkpoint("small")
+    def killed_mid_write(staging, *args, **kwargs):
+        (staging / "model.safetensors").write_bytes(b"partial")
+        os.kill(os.getpid(), signal.SIGTERM)                    # as `kill PID` would
+        raise AssertionError("SIGTERM did not interrupt the conversion")
+    monkeypatch.setattr(conv, "write_converted", killed_mid_write)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as info:
+        main(["convert", str(folder), str(tmp_path / "out"), "--dtype", "int8"])
+    assert info.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []                       # no staging folder, no OUT
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_converted_folder_takes_edited_special_token_ids(converted_int8):
     path = converted_int8 / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "bos_token_id": 11, "eos_token_id": [11, 12]}))
