@@ -19,35 +19,24 @@ class UsageError(ValueError):
     """A command-line mistake to report in one line."""
 
 
-def _int_at_least(lo: int, what: str):
+def _bounded_int(lo: int, what: str, hi: int | None = None):
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             value = None
-        if value is None or value < lo:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        if value is None or value < lo or (hi is not None and value > hi):
+            wanted = f"a {what} integer" if hi is None else f"a {what} in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
-    parse.__name__ = f"{what.replace('-', '_')}_int"    # argparse names the type in errors
+    parse.__name__ = f"{what.replace('-', '_').replace(' ', '_')}_int"    # argparse names the type in errors
     return parse
 
 
-positive_int = _int_at_least(1, "positive")
-non_negative_int = _int_at_least(0, "non-negative")
-
-
-def thread_count(text):
-    value = positive_int(text)
-    if value > MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"expected a thread count in [1, {MAX_THREADS}], got {text!r}")
-    return value
-
-
-def port_number(text):
-    value = non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535], got {text!r}")
-    return value
+positive_int = _bounded_int(1, "positive")
+non_negative_int = _bounded_int(0, "non-negative")
+thread_count = _bounded_int(1, "thread count", MAX_THREADS)
+port_number = _bounded_int(0, "port", 65535)
 
 
 def positive_int_list(text):

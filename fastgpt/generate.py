@@ -394,16 +394,14 @@ class Generator:
         n = len(fitted) * config.num_return_sequences
         rngs = ([np.random.default_rng(child) for child in np.random.SeedSequence(config.seed).spawn(n)]
                 if params.do_sample else [None] * n)
-        items = [(ids, dropped) for ids, dropped in fitted for _ in range(config.num_return_sequences)]
-        tails = {}                                  # a prompt's text, once per prompt
-        if stops and config.stop_in_prompt:
-            # 4 tokens per character at most (UTF-8) cover the longest stop string's reach
-            reach = 4 * max(len(s) for s in stops)
-            tails = {id(ids): self.tokenizer.decode(ids[-reach:]) for ids, _ in fitted}
+        # The prompt's last characters, once per prompt, when a stop string may begin there: 4
+        # tokens per character at most (UTF-8) cover the longest stop string's reach.
+        reach = 4 * max(len(s) for s in stops) if stops and config.stop_in_prompt else 0
+        prompts_in = [(ids, dropped, self.tokenizer.decode(ids[-reach:]) if reach else "") for ids, dropped in fitted]
+        items = [item for item in prompts_in for _ in range(config.num_return_sequences)]
         return [Sequence(ids, dropped, config.max_new_tokens, eos_set, stops,
-                         self.tokenizer.decoder() if decode else None, chooser, rng,
-                         stop_context=tails.get(id(ids), ""))
-                for (ids, dropped), rng in zip(items, rngs)]
+                         self.tokenizer.decoder() if decode else None, chooser, rng, stop_context=tail)
+                for (ids, dropped, tail), rng in zip(items, rngs)]
 
     def _fit_prompt(self, where: str, ids: list[int], cfg: GenerationConfig) -> tuple[list[int], int]:
         """Check one prompt's ids and length; returns (ids to use, tokens dropped)."""

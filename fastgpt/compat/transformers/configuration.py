@@ -14,7 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ...config import ConfigError
+from ...config import ARITHMETIC_OPTIONS, ConfigError
 from ...config import GPT2Config as EngineConfig
 from . import hub
 
@@ -32,9 +32,8 @@ DEFAULTS = {
     "dtype": None, "chunk_size_feed_forward": 0, "is_encoder_decoder": False, "id2label": None, "label2id": None, "problem_type": None,
     "prefix": None, "task_specific_params": None,
 }
-# The values fastgpt implements for fields that change the arithmetic.
-_FIXED = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
-          "is_encoder_decoder": False}
+# The values fastgpt implements for fields that change the arithmetic (or the architecture).
+_FIXED = {**ARITHMETIC_OPTIONS, "add_cross_attention": False, "is_encoder_decoder": False}
 _ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(EngineConfig))
 # Old and alternative names (transformers' attribute_map; pytorch-transformers' n_ctx).
 ATTRIBUTE_MAP = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
