@@ -98,7 +98,14 @@ def _generation_config(args):
         options["eos_token_id"] = list(args.eos_token_id)
     if args.stop:
         options["stop"] = [_unescape(s) for s in args.stop]
-    return GenerationConfig(**options)
+    config = GenerationConfig(**options)
+    # Legal for the library (transformers accepts both too) but almost surely not what was meant.
+    if config.min_new_tokens > config.max_new_tokens:
+        _note(args, f"warning: --min-new-tokens {config.min_new_tokens} is more than --max-new-tokens "
+                    f"{config.max_new_tokens}: generation stops at {config.max_new_tokens} tokens")
+    if args.seed is not None and not config.do_sample:
+        _note(args, "warning: --seed is ignored without --do-sample (greedy decoding has no randomness)")
+    return config
 
 
 def _note(args, message: str) -> None:

@@ -179,3 +179,16 @@ def test_sampling_flags_without_do_sample_warn_in_one_line(checkpoint, capsys):
     assert code == 0 and out == greedy
     assert err.count("\n") == 1 and err.startswith("fastgpt generate: warning: ")
     assert "temperature=0.5 is ignored" in err
+
+
+@pytest.mark.parametrize("flags,warning", [
+    (["--min-new-tokens", 5, "-n", 3], "--min-new-tokens 5 is more than --max-new-tokens 3"),
+    (["--seed", 7, "-n", 3], "--seed is ignored without --do-sample"),
+])
+def test_contradictory_length_or_seed_flags_warn_in_one_line(checkpoint, capsys, flags, warning):
+    code, out, err = run(capsys, "generate", "--model", checkpoint, *flags, "Hi")
+    _, greedy, quiet = run(capsys, "generate", "--model", checkpoint, "-n", 3, "Hi")
+    assert code == 0 and quiet == "" and (out == greedy or "--seed" not in flags)   # min_new_tokens may ban EOS
+    assert err.count("\n") == 1 and err.startswith("fastgpt generate: warning: ") and warning in err
+    _, _, sampled = run(capsys, "generate", "--model", checkpoint, "-n", 3, "--do-sample", "--seed", 7, "Hi")
+    assert sampled == ""
