@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from .cli_args import UsageError, add_model_args, load_model_and_tokenizer, model_name, non_negative_int, positive_int
+from .cli_args import (UsageError, add_model_args, load_model, load_model_and_tokenizer, model_name, non_negative_int,
+                       positive_int)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,7 +166,7 @@ def cmd_generate(args) -> int:
 def cmd_info(args) -> int:
     from . import show_config
 
-    model, tok = load_model_and_tokenizer(args)
+    model = load_model(args)        # a folder of weights without tokenizer files is still a model
     cfg = model.config
     rows = [
         ("model", model_name(args)),

@@ -85,11 +85,15 @@ def model_name(args) -> str:
     )
 
 
-def load_model_and_tokenizer(args):
+def load_model(args):
     from .model import Model
+
+    return Model.from_pretrained(model_name(args), backend=args.backend, num_threads=args.threads,
+                                 dtype=args.dtype, kv_dtype=args.kv_dtype)
+
+
+def load_model_and_tokenizer(args):
     from .tokenizer import Tokenizer
 
-    name = model_name(args)
-    model = Model.from_pretrained(name, backend=args.backend, num_threads=args.threads, dtype=args.dtype,
-                                  kv_dtype=args.kv_dtype)
-    return model, Tokenizer.from_pretrained(name)
+    model = load_model(args)
+    return model, Tokenizer.from_pretrained(model_name(args))

@@ -214,6 +214,16 @@ def test_cli_corrupt_model_is_one_line(capsys, tmp_path, command):
     one_line_error(capsys, argv, "config.json", "nested too deeply")
 
 
+def test_info_needs_no_tokenizer_files(capsys, tmp_path):
+    folder = oracle.write_random_hf_folder(tmp_path / "model", TINY)
+    for name in ("vocab.json", "merges.txt", "encoder.json", "vocab.bpe", "tokenizer.json"):
+        (folder / name).unlink(missing_ok=True)
+    code, out, err = run(capsys, "info", "--model", folder)
+    rows = dict(line.split("  ", 1) for line in out.splitlines())
+    assert code == 0 and err == "" and int(rows["vocabulary"]) == TINY.vocab_size, (out, err)
+    one_line_error(capsys, ["generate", "--model", folder, "Hi"], "tokenizer files")
+
+
 def test_info_names_nonfinite_weights_and_check_weights_refuses_them(capsys, tmp_path):
     # kjv-tiny's vocabulary, so that its tokenizer files fit the model
     folder = oracle.write_random_hf_folder(tmp_path / "model", dataclasses.replace(TINY, vocab_size=4096))
