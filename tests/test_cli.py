@@ -192,3 +192,24 @@ def test_contradictory_length_or_seed_flags_warn_in_one_line(checkpoint, capsys,
     assert err.count("\n") == 1 and err.startswith("fastgpt generate: warning: ") and warning in err
     _, _, sampled = run(capsys, "generate", "--model", checkpoint, "-n", 3, "--do-sample", "--seed", 7, "Hi")
     assert sampled == ""
+
+
+def test_a_reader_that_goes_away_ends_generate_quietly_with_141(tmp_path):
+    """`fastgpt generate ... | head -c 1`: the next write after the reader closes raises
+    BrokenPipeError; the CLI stops with 141 (128 + SIGPIPE, as cat) and no traceback."""
+    import subprocess
+    import sys
+
+    # cwd: `python -m` puts it first on sys.path, and the source tree has no built kernels
+    proc = subprocess.Popen([sys.executable, "-m", "fastgpt", "generate", "-n", "200", "--ignore-eos", "And God said"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        assert proc.stdout.read(1)
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 141, err.decode(errors="replace")
+    assert b"Traceback" not in err and err == b"", err.decode(errors="replace")
