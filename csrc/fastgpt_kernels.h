@@ -31,7 +31,8 @@ float fg_dot_f32_ref(const float *a__i, const float *b__i, ptrdiff_t n_i);
  * [o_begin, o_end), r < n_rows, w row-major [out, in] read once per call; x rows are `x_stride`
  * apart, y rows `y_stride` apart. Each y[r, o] is summed in an order that depends on n_in and the
  * level only: row r is bitwise the same whatever n_rows, the other rows or the o range.
- * fg_skinny_w16: w bfloat16 or float16 (fmt FG_Q_BF16 / FG_Q_F16), widened exactly. */
+ * fg_skinny_w16: w bfloat16 or float16 (fmt FG_Q_BF16 / FG_Q_F16), widened exactly; bfloat16 on a CPU with
+ * AVX512_BF16 meets x rounded to bfloat16 in vdpbf16ps instead (fg_bgemm_available()). */
 void fg_skinny_w16(const uint16_t *w__oi, int fmt, const float *b__o, const float *x__ni, ptrdiff_t x_stride,
                    float *y__no, ptrdiff_t y_stride, ptrdiff_t n_rows, ptrdiff_t n_in, ptrdiff_t o_begin,
                    ptrdiff_t o_end, int level);

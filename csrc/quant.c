@@ -7,7 +7,8 @@
  *
  * Which kernel multiplies (fg_qlinear_rows), by level (fg_quant_level):
  * - FG_AMX: int8 and bfloat16 on AMX tiles (csrc/amx.c), float16 by csrc/skinny.c;
- * - FG_AVX512: 16-bit w by csrc/skinny.c (widened exactly), int8 by the VNNI loop below;
+ * - FG_AVX512: 16-bit w by csrc/skinny.c (widened exactly; bfloat16 by vdpbf16ps with AVX512_BF16),
+ *   int8 by the VNNI loop below;
  * - FG_AVX2: one row of w at a time against up to 4 rows of x (below); scalar: *_ref.
  * Whatever the level, each output's summation order depends on n_in only, so a row of x gives the
  * same bits alone or among others (the serving engine's batches rely on it).

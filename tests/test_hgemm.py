@@ -1,13 +1,14 @@
 """The products for 16-bit weights with many rows (csrc/hgemm.c, csrc/skinny.c, csrc/amx.c) against
 their NumPy specs.
 
-- bfloat16 on AMX (any N) or, above 64 rows, on AVX512_BF16 (vdpbf16ps): x rounded to bfloat16,
-  spec fastgpt.quant.linear_ref_bf16_activations. SPEC_NMSE: both multiply the same bfloat16
-  numbers exactly (a product of two 8-bit significands fits float32's 24), so only the summation
-  order differs: measured <= 1e-13 for dots of <= 3072 terms; 1e-10 leaves room.
-- float16 (and bfloat16 without either): x stays float32, spec fastgpt.quant.linear_ref, to the
-  same SPEC_NMSE; float16 up to 128 rows runs csrc/skinny.c's dot-product blocks, more rows the
-  GEMM on widened rows of w.
+- bfloat16 on AMX or on AVX512_BF16 (vdpbf16ps: csrc/skinny.c's dot blocks up to 64 rows, the
+  GEMM above), any N: x rounded to bfloat16, spec fastgpt.quant.linear_ref_bf16_activations.
+  SPEC_NMSE: both multiply the same bfloat16 numbers exactly (a product of two 8-bit significands
+  fits float32's 24), so only the summation order differs: measured <= 1e-13 for dots of <= 3072
+  terms; 1e-10 leaves room.
+- float16 (and bfloat16 without either, or on the AVX2 path): x stays float32, spec
+  fastgpt.quant.linear_ref, to the same SPEC_NMSE; float16 up to 128 rows runs csrc/skinny.c's
+  dot-product blocks, more rows the GEMM on widened rows of w.
 Rounding x is checked bit for bit through identity weights, where every output is one rounded
 input. Each output's summation order depends only on the input width, so thread counts and
 row subsets give the same bits.
@@ -86,11 +87,11 @@ def test_bf16_rounding_of_x_is_exactly_the_spec(I, N):
     """Identity weights make each output one bfloat16(x): ties to even, carries into the exponent
     and signed zeros, bit for bit; and x past bfloat16's maximum rounds to inf. Denormal inputs
     are left out: vdpbf16ps treats them as zero (they are below 2^-126, far from any activation).
-    17 rows round x on AMX only (AVX512_BF16 alone keeps x float32 up to 64 rows), 80 on both."""
+    17 rows take the skinny products, 80 the GEMM (on AMX, its tiles both times)."""
     from fastgpt.kernels import _quant
 
     if _quant.activation_rounding("bfloat16", N) != "bfloat16":
-        pytest.skip(f"{N} rows keep x float32 without AMX (test_activation_rounding_names_the_spec)")
+        pytest.skip(f"{N} rows keep x float32 here (test_activation_rounding_names_the_spec)")
     w = quantize(np.eye(I, dtype=np.float32), "bfloat16")
     specials = np.array([1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, -(1 + 2.0 ** -8), 1 - 2.0 ** -9, 3.3e38, -3.3e38,
                          0.0, -0.0, 2.0 ** -126, 1.0009766, 65504.0, -1e-20], np.float32)
@@ -148,11 +149,11 @@ def test_bf16_spec_refuses_other_formats():
 def test_activation_rounding_names_the_spec():
     from fastgpt.kernels import _quant
 
-    amx = _quant.amx_available()
+    amx, dot = _quant.amx_available(), _bgemm_available()
     assert _quant.activation_rounding("float16", 64) is None
-    assert _quant.activation_rounding("bfloat16", 1) == ("bfloat16" if amx else None)  # AMX tiles from N = 1
-    assert _quant.activation_rounding("bfloat16", 64, max_level=2) is None    # skinny: w widened, x float32
-    assert _quant.activation_rounding("bfloat16", 65) == ("bfloat16" if amx or _bgemm_available() else None)
+    # AMX tiles, or vdpbf16ps (skinny dot blocks, then the GEMM), from N = 1; else w widened, x float32
+    for n, level in ((1, 3), (64, 2), (65, 3), (200, 2)):
+        assert _quant.activation_rounding("bfloat16", n, max_level=level) == ("bfloat16" if amx or dot else None)
     assert _quant.activation_rounding("bfloat16", 64, max_level=1) is None   # the AVX2 path widens w
     with pytest.raises(ValueError, match="unknown quantized format 'int4'"):
         _quant.activation_rounding("int4", 9)

@@ -104,8 +104,9 @@ def int8_activations(int max_level=3):
 
 
 def bgemm_available():
-    """Whether bfloat16 products of more than SKINNY_MAX_ROWS rows run vdpbf16ps (AVX512_BF16),
-    which rounds x to bfloat16 (see activation_rounding)."""
+    """Whether bfloat16 products run vdpbf16ps (AVX512_BF16) where AMX does not take them: above
+    SKINNY_MAX_ROWS rows the GEMM, below csrc/skinny.c's dot blocks; both round x to bfloat16 (see
+    activation_rounding)."""
     return BGEMM
 
 
@@ -143,6 +144,12 @@ cdef Path choose_path(int fmt, Py_ssize_t n, int level) noexcept:
     return PATH_BLAS if level < FG_AVX2 else PATH_TILES
 
 
+cdef bint skinny_bf16_rounds(int level) noexcept:
+    """Whether skinny bfloat16 products round x to bfloat16: on AMX tiles, or in csrc/skinny.c's
+    vdpbf16ps blocks (AVX-512 with AVX512_BF16); the AVX2 path widens w and keeps x float32."""
+    return level >= FG_AMX or (level >= FG_AVX512 and BGEMM)
+
+
 def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=3):
     """How `linear` rounds x for a product of n_rows rows of x with weights in fmt: None (x stays
     float32: fastgpt.quant.linear_ref is the spec), "bfloat16" (linear_ref_bf16_activations) or
@@ -154,7 +161,7 @@ def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=3):
     path = choose_path(code, n_rows, level)
     if path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level)):
         return "int8"
-    if path == PATH_BGEMM or (path == PATH_SKINNY and code == FG_Q_BF16 and level >= FG_AMX):
+    if path == PATH_BGEMM or (path == PATH_SKINNY and code == FG_Q_BF16 and skinny_bf16_rounds(level)):
         return "bfloat16"
     return None
 
@@ -171,7 +178,9 @@ def arithmetic(str fmt, Py_ssize_t n_rows, int max_level=3):
         return "i8_amx" if code == FG_Q_I8 else "bf16_amx"
     if path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level)):
         return "i8_vnni"
-    return "bf16_dot" if path == PATH_BGEMM else "f32_fma"
+    if path == PATH_BGEMM or (path == PATH_SKINNY and code == FG_Q_BF16 and skinny_bf16_rounds(level)):
+        return "bf16_dot"
+    return "f32_fma"
 
 
 def qgemm_available():
