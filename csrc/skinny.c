@@ -115,11 +115,6 @@ TARGET_SK __attribute__((always_inline)) static inline __m512 sk_load(const char
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* bfloat16: exact */
 }
 
-/* One block: MR rows of w (rows past mr re-read row mr - 1 and are not stored) against NR rows of x
- * packed in xp[j][q][16] (j: chunk of 16 inputs of [k0, k0 + nk), zero past n_in). The
- * accumulators start from zero (first slice) or from acc_io, and end in y (last slice: reduced,
- * plus bias) or back in acc_io. Every k-step also prefetches pfn lines of the rows the caller uses
- * next (cursor *pfc, up to pf_end). */
 /* acc += the dot of each 32-bit lane's bfloat16 pair of w with x's (vdpbf16ps). In assembly so that
  * the blocks need no "avx512bf16" target: only CPUs with it (sk_bf16_dot) ever run it. */
 #define DPBF16(acc, w, x) __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x))
@@ -132,6 +127,11 @@ TARGET_SK __attribute__((always_inline)) static inline __m512 sk_load(const char
         (acc_el) = acc_;            \
     } while (0)
 
+/* One block: MR rows of w (rows past mr re-read row mr - 1 and are not stored) against NR rows of x
+ * packed in xp[j][q][16] (j: chunk of 16 inputs of [k0, k0 + nk), zero past n_in). The
+ * accumulators start from zero (first slice) or from acc_io, and end in y (last slice: reduced,
+ * plus bias) or back in acc_io. Every k-step also prefetches pfn lines of the rows the caller uses
+ * next (cursor *pfc, up to pf_end). */
 TARGET_SK __attribute__((always_inline)) static inline void
 sk_block(const char *w, ptrdiff_t n_in, ptrdiff_t mr, ptrdiff_t k0, ptrdiff_t nk, const float *xp, __m512 *acc_io,
          int first_, int last_, const float *bias, float *y, ptrdiff_t ys, uintptr_t *pfc, uintptr_t pf_end, int pfn,
@@ -239,7 +239,7 @@ static const sk_fn SK_BLOCKS[4][2][2][SK_NR + 1] = {SK_TABLE(0), SK_TABLE(1), SK
  * fg_bgemm above 64 rows and AMX do), at every row count, so that a row's bits never depend on
  * the others'. */
 static int sk_bf16_dot(int fmt) {
-    static int avail = -1;
+    static int avail = -1; /* a benign race, as in fg_amx_available: every thread computes the same */
     if (avail < 0) avail = fg_bgemm_available();
     return fmt == FG_Q_BF16 && avail;
 }
