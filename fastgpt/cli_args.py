@@ -7,6 +7,7 @@ commands' modules can import it without importing ``cli.py``, which imports them
 from __future__ import annotations
 
 import argparse
+import math
 
 from .backend import BACKENDS
 from .kv_cache import KV_DTYPES
@@ -30,6 +31,20 @@ def _bounded_int(lo: int, what: str, hi: int | None = None):
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
     parse.__name__ = f"{what.replace('-', '_').replace(' ', '_')}_int"    # argparse names the type in errors
+    return parse
+
+
+def finite_float(lo: float, what: str, lo_open: bool = False):
+    """An argparse type: a finite float >= lo (> lo when lo_open), named `what` in its error."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < lo or (lo_open and value == lo):
+            raise argparse.ArgumentTypeError(f"expected a {what} number, got {text!r}")
+        return value
+    parse.__name__ = f"{what.replace('-', '_')}_float"
     return parse
 
 

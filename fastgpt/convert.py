@@ -49,9 +49,9 @@ FORMAT_VERSION = "1"
 WEIGHTS_FILE = "model.safetensors"
 #: Zero tensors that only align the next tensor (see _pad_to_alignment); ignored when loading.
 PAD_SUFFIX = ".pad"
-#: Copied from the source folder when present, so that OUT works as a model folder on its own.
 #: Config fields that a converted file need not agree on with its folder's config.json.
 TOKEN_ID_FIELDS = frozenset({"bos_token_id", "eos_token_id"})
+#: Copied from the source folder when present, so that OUT works as a model folder on its own.
 SIDE_FILES = ("config.json", "vocab.json", "merges.txt", "encoder.json", "vocab.bpe", "tokenizer.json",
               "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 

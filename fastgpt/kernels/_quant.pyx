@@ -144,10 +144,15 @@ cdef Path choose_path(int fmt, Py_ssize_t n, int level) noexcept:
     return PATH_BLAS if level < FG_AVX2 else PATH_TILES
 
 
-cdef bint skinny_bf16_rounds(int level) noexcept:
-    """Whether skinny bfloat16 products round x to bfloat16: on AMX tiles, or in csrc/skinny.c's
-    vdpbf16ps blocks (AVX-512 with AVX512_BF16); the AVX2 path widens w and keeps x float32."""
-    return level >= FG_AMX or (level >= FG_AVX512 and BGEMM)
+cdef bint rounds_x_to_int8(Path path, int code, int level) noexcept:
+    return path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level))
+
+
+cdef bint rounds_x_to_bf16(Path path, int code, int level) noexcept:
+    """The bfloat16 GEMM, and skinny products on AMX tiles or in csrc/skinny.c's vdpbf16ps blocks
+    (AVX-512 with AVX512_BF16); the AVX2 path widens w and keeps x float32."""
+    return path == PATH_BGEMM or (path == PATH_SKINNY and code == FG_Q_BF16 and
+                                  (level >= FG_AMX or (level >= FG_AVX512 and BGEMM)))
 
 
 def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=3):
@@ -159,9 +164,9 @@ def activation_rounding(str fmt, Py_ssize_t n_rows, int max_level=3):
         raise ValueError(f"unknown quantized format {fmt!r}; expected one of {', '.join(FORMAT_CODES)}")
     level = min(QUANT_LEVEL, max_level)
     path = choose_path(code, n_rows, level)
-    if path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level)):
+    if rounds_x_to_int8(path, code, level):
         return "int8"
-    if path == PATH_BGEMM or (path == PATH_SKINNY and code == FG_Q_BF16 and skinny_bf16_rounds(level)):
+    if rounds_x_to_bf16(path, code, level):
         return "bfloat16"
     return None
 
@@ -176,9 +181,9 @@ def arithmetic(str fmt, Py_ssize_t n_rows, int max_level=3):
     path = choose_path(code, n_rows, level)
     if path == PATH_SKINNY and level >= FG_AMX and code != FG_Q_F16:
         return "i8_amx" if code == FG_Q_I8 else "bf16_amx"
-    if path == PATH_Q8GEMM or (path == PATH_SKINNY and code == FG_Q_I8 and fg_q8_activations(level)):
+    if rounds_x_to_int8(path, code, level):
         return "i8_vnni"
-    if path == PATH_BGEMM or (path == PATH_SKINNY and code == FG_Q_BF16 and skinny_bf16_rounds(level)):
+    if rounds_x_to_bf16(path, code, level):
         return "bf16_dot"
     return "f32_fma"
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import statistics
 import sys
 import threading
@@ -42,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cli_args import UsageError, check_writable, positive_int, positive_int_list
+from ..cli_args import UsageError, check_writable, finite_float, positive_int, positive_int_list
 
 SEED = 0
 #: One extra request per level warms the server up (first-call allocations) before timing.
@@ -287,19 +286,6 @@ def _http_url(text: str) -> str:
     return text
 
 
-def _float_in(lo: float, lo_open: bool, what: str):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < lo or (lo_open and value == lo):
-            raise argparse.ArgumentTypeError(f"expected a {what} number, got {text!r}")
-        return value
-    parse.__name__ = f"{what.replace('-', '_')}_float"
-    return parse
-
-
 def add_bench_serve_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench-serve", help="load-test a running fastgpt server with N concurrent streaming clients",
@@ -313,8 +299,8 @@ def add_bench_serve_parser(subparsers) -> None:
     p.add_argument("--prompt-tokens", type=positive_int, default=64, help="prompt length (default: 64)")
     p.add_argument("--new-tokens", type=positive_int, default=128, help="tokens per request (default: 128)")
     p.add_argument("--rounds", type=positive_int, default=2, help="interleaved rounds (default: 2)")
-    p.add_argument("--temperature", type=_float_in(0.0, False, "non-negative"), default=None,
+    p.add_argument("--temperature", type=finite_float(0.0, "non-negative"), default=None,
                    help="sample at this temperature (seeded, top-k 40) instead of greedy")
-    p.add_argument("--timeout", type=_float_in(0.0, True, "positive"), default=300.0, help="seconds per request before failing (default: 300)")
+    p.add_argument("--timeout", type=finite_float(0.0, "positive", lo_open=True), default=300.0, help="seconds per request before failing (default: 300)")
     p.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     p.set_defaults(func=cmd_bench_serve)
