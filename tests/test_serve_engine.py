@@ -173,6 +173,33 @@ def test_requests_joining_and_leaving_get_what_they_get_alone(kjv, monkeypatch):
     assert any(1 in rows and max(rows) > 1 for rows in steps), f"no prompt went in beside decoding rows: {steps}"
 
 
+def test_a_burst_of_short_prompts_starts_decoding_together(kjv):
+    """Short prompts waiting together go in within one step (the decode call's pieces, then
+    fused calls of their own, within the step's prefill budget), not a piece per step: every
+    stream has its first token from the same step. Each still gets what it gets alone."""
+    model, tok = kjv
+    cases = [(LONG_PROMPT[:60 + 9 * i], dict(max_new_tokens=5), None) for i in range(6)]
+    refs = reference(model, tok, cases)
+    lengths = [len(tok.encode(prompt)) for prompt, _, _ in cases]
+    engine = Engine(model, tok, max_batch=len(cases))
+    engine.prefill_chunk = 64                   # this engine's budget: 4 x 64 prompt tokens a step
+    assert engine.step_tokens < sum(lengths) <= 4 * engine.prefill_chunk, lengths
+    first_step = {}
+
+    def collector(i):
+        return Collector(on_delta=lambda ev: first_step.setdefault(i, engine.stats().steps))
+
+    with running(engine):
+        cols = [collector(i) for i in range(len(cases))]
+        with engine._cond:                      # all waiting when the engine takes its next step
+            for case, col in zip(cases, cols):
+                submit(engine, tok, case, col)
+        for i, (ref, got) in enumerate(zip(refs, cols)):
+            got.wait()
+            check_against(ref, got, f"case {i}")
+    assert len(set(first_step.values())) == 1, f"first tokens came at steps {first_step}"
+
+
 def test_the_batch_really_runs_together(kjv):
     """Several sequences decode in the same steps: far fewer steps than tokens."""
     model, tok = kjv
@@ -214,7 +241,7 @@ def test_cancel_frees_the_row_at_the_next_step(kjv):
 
 def test_cancel_during_prefill(kjv, monkeypatch):
     """A prompt of many pieces (prefill chunks, or pieces beside the decode steps), cancelled
-    after its first: no token, row freed."""
+    after its first: nothing more of it goes in after that step, no token, row freed."""
     model, tok = kjv
     engine = Engine(model, tok, max_batch=1)
     ids = tok.encode(LONG_PROMPT * 3)[: model.config.n_positions - 8]
@@ -224,7 +251,7 @@ def test_cancel_during_prefill(kjv, monkeypatch):
     def counting(forward, tokens_of):
         def run(step_ids, *args, **kwargs):       # cancel after the first piece of the prompt
             out = forward(step_ids, *args, **kwargs)
-            pieces_done.append(tokens_of(step_ids))
+            pieces_done.append((engine.stats().steps, tokens_of(step_ids)))
             if len(pieces_done) == 1:
                 engine.cancel(request)
             return out
@@ -238,7 +265,8 @@ def test_cancel_during_prefill(kjv, monkeypatch):
         request = engine.submit([ids], GenerationConfig(max_new_tokens=5), sink=col)
         end = col.wait()
         assert isinstance(end, Failed) and end.reason == "cancelled"
-        assert col.tokens == {} and len(pieces_done) == 1 and pieces_done[0] < len(ids), pieces_done
+        steps = {step for step, _ in pieces_done}
+        assert col.tokens == {} and len(steps) == 1 and sum(t for _, t in pieces_done) < len(ids), pieces_done
         # The freed row serves the next request, from an empty cache row.
         after = Collector()
         engine.submit([tok.encode("And God said")], GenerationConfig(max_new_tokens=10), sink=after)
