@@ -244,7 +244,8 @@ class Engine:
     ``max_batch``: rows of the shared cache (sequences decoded per step). ``max_queue``:
     waiting requests before :class:`QueueFull`. ``max_tokens``: the largest number of new
     tokens a sequence may ask for (None: the context). ``observer``: metrics hooks.
-    ``step_tokens`` (attribute, default STEP_TOKENS): the most tokens one step carries.
+    ``step_tokens`` (attribute, default STEP_TOKENS): the most tokens a step's decode call carries
+    (its decoding rows and the prompt pieces beside them; the step's prefill calls come on top).
     """
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64,
@@ -510,7 +511,7 @@ class Engine:
         return prefill.rows.shape[0] * min(prefill.prompt.shape[0], self.prefill_chunk) <= fused
 
     def _step_limit(self) -> int:
-        """The most tokens of a step: one fused call's, and at most step_tokens."""
+        """The most tokens of a step's decode call: one fused call's, and at most step_tokens."""
         return min(self.step_tokens, self.model.max_fused_tokens)
 
     def _prompt_pieces(self, room: int) -> list[tuple[_Prefill, int]]:
