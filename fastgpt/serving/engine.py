@@ -16,7 +16,8 @@ Each step (the shape of llama.cpp's ``update_slots`` and vLLM's scheduler):
    go in in the same call (``Model.forward_rows``), in pieces that fill the step to
    ``STEP_TOKENS``, as vLLM's chunked prefill mixes prompt and decode tokens in a step;
 4. prefill, oldest first, up to ``PREFILL_CHUNKS_PER_STEP`` chunks' worth of rows x tokens in
-   a step (the decode call's prompt pieces included; at least one call), as llama.cpp's server
+   a step (the decode call's prompt pieces included; past the budget, one chunk of the oldest
+   short prompt when the decode call had none, and one of the oldest long one), as llama.cpp's server
    fills a step up to ``n_batch`` tokens: the short prompts that the decode call had no room
    for packed together into fused calls of their own, so that a burst of chat-sized prompts
    goes in at the width the kernels run best at and its streams start decoding together (not
@@ -33,11 +34,15 @@ whoever else runs. The kernels give each row of a decode step bitwise what it gi
 (every product of up to ``SKINNY_MAX_ROWS`` = 64 rows sums a row in an order that does not
 depend on the other rows; a ``max_batch`` above that loses this for full steps); prefill runs
 the same shapes as ``Generator`` does for the prompt (``Model.forward`` chunks it), or, for a
-short prompt in a decode step, the same fused kernels, which give its rows the same bits; and
+short prompt in a decode step or packed with others into a prompt-only call, the same fused
+kernels, which give its rows the same bits; and
 the per-row rules (processor chain, draw, EOS, stop strings, text release, log-probabilities)
 are ``fastgpt.sequence``'s, built and seeded by ``Generator.new_sequences`` (prompt ``i``'s
 choice ``j`` of ``n`` draws from ``SeedSequence(seed).spawn(n)[j]``, as that prompt alone
-with ``num_return_sequences=n``).
+with ``num_return_sequences=n``). This holds for the compiled backend. On the NumPy reference
+(no fused step) a row decoded beside others may differ from the row alone in the last bits of
+its logits (batched products sum in another order): in its log-probabilities by ~1e-6, and in
+a token at a near-tie.
 
 Bounds: ``max_batch`` rows (and ``n <= max_batch``), ``max_queue`` waiting requests (past
 it :meth:`Engine.submit` raises :class:`QueueFull` at once), ``max_tokens`` new tokens per
@@ -504,9 +509,9 @@ class Engine:
                 self._advance(slot, logits[i], self._scratch[i])
 
     def _mixes(self, prefill: _Prefill) -> bool:
-        """Whether the prompt goes in beside the decoding rows, in pieces: when alone it runs
-        as fused calls too (its n rows x each prefill chunk within one), any split of it gives
-        its rows the same bits."""
+        """Whether the prompt goes in in pieces of fused calls (beside the decoding rows, or
+        packed with other prompts): when alone it runs as fused calls too (its n rows x each
+        prefill chunk within one), any split of it gives its rows the same bits."""
         fused = self.model.max_fused_tokens
         return prefill.rows.shape[0] * min(prefill.prompt.shape[0], self.prefill_chunk) <= fused
 
@@ -519,24 +524,31 @@ class Engine:
         first: as many tokens of each as its n rows leave room for."""
         pieces = []
         for prefill in self._prefills:
+            if not self._mixes(prefill) or prefill.request.ended:
+                continue
             n = prefill.rows.shape[0]
             if room < n:
                 break
-            if self._mixes(prefill) and not prefill.request.ended:
-                size = min(prefill.prompt.shape[0] - prefill.fed, room // n)
-                pieces.append((prefill, size))
-                room -= n * size
+            size = min(prefill.prompt.shape[0] - prefill.fed, room // n)
+            pieces.append((prefill, size))
+            room -= n * size
         return pieces
 
     def _prefill(self, budget: int, forced: bool) -> None:
         """Prompts going in after the decode call, within ``budget`` rows x tokens: the short
         ones packed into fused calls, then one chunk of each long one. The first long prompt's
-        chunk goes in whatever the budget, and so does the first packed call when ``forced``
-        (the decode call carried no prompt): the oldest prompt moves on every step."""
+        chunk goes in whatever the budget, and when ``forced`` (the decode call carried no
+        prompt) so does a packed call with room for one chunk of the oldest short prompt: the
+        oldest prompts move on every step."""
         self._prefills = [prefill for prefill in self._prefills if not prefill.request.ended]
         fused = self.model.max_fused_tokens
         while budget > 0 or forced:
-            pieces = self._prompt_pieces(fused if forced else min(fused, budget))
+            room = min(fused, budget)
+            if forced:          # one chunk of the oldest short prompt at least, whatever the budget
+                oldest = next((p for p in self._prefills if self._mixes(p)), None)
+                if oldest is not None:
+                    room = min(fused, max(room, oldest.rows.shape[0] * self.prefill_chunk))
+            pieces = self._prompt_pieces(room)
             if not pieces:
                 break
             self._run([], pieces)
