@@ -222,8 +222,8 @@ typedef struct {
 
 /* Rows of the workspace are contiguous: x, h, attn [n_items, n_embd], qkv [n_items, 3 n_embd],
  * ff [n_items, n_ff], last [n_logits, n_embd], logits [n_logits, head.n_out]. prep:
- * fg_decode_prep_bytes() for the most items, 64-byte aligned. scores: one row of at least n_slots
- * floats per thread, scores_stride apart. */
+ * fg_decode_prep_bytes() for the most items, 64-byte aligned. scores: four rows of n_slots floats
+ * per thread (n_slots apart), scores_stride >= 4 n_slots apart. */
 typedef struct {
     ptrdiff_t n_layer, n_embd, n_head, head_dim, n_ff, n_slots;
     float eps;

@@ -196,11 +196,12 @@ cdef class Decoder:
         self.keep.append(prep_array)
         prep = prep_array
         self.dec.prep = &prep[(-<uintptr_t>&prep[0]) % 64]
-        scores_array = np.zeros((n_threads, S), np.float32)
+        # per thread: four rows of S scores (a prompt's queries go four at a time, fg_attend_four)
+        scores_array = np.zeros((n_threads, 4 * S), np.float32)
         self.keep.append(scores_array)
         scores = scores_array
         self.dec.scores = &scores[0, 0]
-        self.dec.scores_stride = S
+        self.dec.scores_stride = 4 * S
 
     def step(self, const int64_t[::1] rows, const int64_t[::1] slots, const int64_t[::1] logit_items=None):
         """Run item b = a token of cache row rows[b] at slot slots[b] (x's first len(rows) rows of
