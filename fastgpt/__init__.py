@@ -6,15 +6,30 @@
     print(gen.generate("The quick brown fox", max_new_tokens=40))
 """
 
-from .config import GPT2Config
-from .generate import GenerationConfig, GenerationResult, Generator
-from .kv_cache import CacheBusyError, CacheError, KVCache
-from .model import Model
-from .tokenizer import Tokenizer
+import importlib
 
 __version__ = "0.1.0"
 __all__ = ["CacheBusyError", "CacheError", "GPT2Config", "GenerationConfig", "GenerationResult", "Generator", "KVCache",
            "Model", "Tokenizer", "show_config", "__version__"]
+
+# Where each public name lives. They load on first use (PEP 562), so that importing a submodule
+# (the command's entry point, fastgpt.__main__) does not load numpy and the kernels first.
+_LAZY = {"GPT2Config": ".config", "GenerationConfig": ".generate", "GenerationResult": ".generate",
+         "Generator": ".generate", "CacheBusyError": ".kv_cache", "CacheError": ".kv_cache", "KVCache": ".kv_cache",
+         "Model": ".model", "Tokenizer": ".tokenizer"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastgpt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def show_config() -> dict:

@@ -12,6 +12,7 @@ import sys
 
 from .cli_args import (UsageError, add_model_args, load_model, load_model_and_tokenizer, model_name, non_negative_int,
                        positive_int)
+from .interrupts import interrupts_held
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    try:
+        with interrupts_held():    # the subcommands' modules load here
+            parser = build_parser()
+    except KeyboardInterrupt:
+        return 130
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import threading
 from pathlib import Path
 
 from ..cli_args import UsageError, add_model_args, model_name, non_negative_int, port_number, positive_int
+from ..interrupts import interrupts_held
 
 #: Seconds uvicorn waits for open connections after the engine ended their streams.
 SHUTDOWN_GRACE_SECONDS = 5
@@ -85,31 +87,38 @@ def _replicas(text: str):
 
 
 def cmd_serve(args) -> int:
-    try:
-        import uvicorn
-
-        from .app import create_app
-    except ImportError as exc:
-        raise UsageError(f"fastgpt serve needs the serve extra ({exc.name} is missing): "
-                         "pip install 'fastgpt[serve]'") from None
     if args.random and args.model:
         raise UsageError("give --model or --random, not both")
-    if args.ray:
-        from .ray import run
+    # A Ctrl-C waits for the imports (fastgpt.interrupts: one inside them could be swallowed and
+    # the server start anyway), then stops the server as uvicorn's own handler would; a later one
+    # goes to uvicorn's handler, which takes over while it serves.
+    with interrupts_held() as held:
+        try:
+            import uvicorn
 
+            from .app import create_app
+        except ImportError as exc:
+            raise UsageError(f"fastgpt serve needs the serve extra ({exc.name} is missing): "
+                             "pip install 'fastgpt[serve]'") from None
+        if args.ray:
+            from .ray import run
+        else:
+            name = served_name(args)
+            sock = _bind(args.host, args.port)
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+            app = create_app(lambda: build_engine(args), model_name=name)
+            state = app.state.fastgpt
+            config = uvicorn.Config(app, log_level="info", access_log=args.access_log,
+                                    timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+            server = _uvicorn_server_class()(config, state)
+            host, port = sock.getsockname()[:2]
+            held.on_interrupt = lambda: server.handle_exit(signal.SIGINT, None)
+            if not held.caught:
+                print(f"fastgpt serve: listening on {_base_url(host, port)}; loading {name}", flush=True)
+                threading.Thread(target=_announce, args=(server, state, name, host, port), daemon=True).start()
+                server.run(sockets=[sock])
+    if args.ray:
         return run(args)
-    name = served_name(args)
-    sock = _bind(args.host, args.port)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(lambda: build_engine(args), model_name=name)
-    state = app.state.fastgpt
-    config = uvicorn.Config(app, log_level="info", access_log=args.access_log,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
-    server = _uvicorn_server_class()(config, state)
-    host, port = sock.getsockname()[:2]
-    print(f"fastgpt serve: listening on {_base_url(host, port)}; loading {name}", flush=True)
-    threading.Thread(target=_announce, args=(server, state, name, host, port), daemon=True).start()
-    server.run(sockets=[sock])
     if state.load_error is not None:
         raise state.load_error
     return 0
