@@ -262,15 +262,17 @@ TARGET_AVX static inline const float *block_scales(const uint16_t *s, ptrdiff_t 
     return one;
 }
 
-/* A line of the next group of w. When x takes one pass over each group (a decode step, a short
- * prompt: up to 32 rows int8, 64 bfloat16), into L2 (T1), which leaves L1's fill buffers to the
- * tiles' loads; when it takes several (a long prompt), into L1 (T0), where the passes after the
- * first find it. Fused steps of GPT-2 124M (fastgpt bench, 2 threads, interleaved rounds,
- * medians), T0 -> T1: int8 32 rows 15.67 -> 14.72 ms (lower in each of 5 rounds), 16 rows 9.09 /
- * 9.03, 1 row 4.14 / 4.19; bfloat16 1 / 16 / 32 rows 9.67 / 13.54 / 19.96 -> 9.45 / 12.88 / 19.08
- * (8 of 9 pairs lower); a later run of 2 rounds of both dtypes was mixed (one round lower in
- * every case, the other higher in int8), so the gain is a few per cent at most. bfloat16 prompts
- * of 512 tokens (8 passes) measured the same with T0 as before (126-129 ms against 124-129). */
+/* A line of the next group of w: into L2 (T1) when x takes one pass over each group (a decode
+ * step, a short prompt: up to 32 rows int8, 64 bfloat16), into L1 (T0) when it takes several (a
+ * long bfloat16 prompt). Measured, not derived (a guess at why: T1 keeps the stream out of L1,
+ * where the tiles' loads of this group and of x work, while the passes after the first of a long
+ * prompt want the group in L1). Fused steps of GPT-2 124M (fastgpt bench, 2 threads, interleaved
+ * rounds, medians), T0 -> T1: int8 32 rows 15.67 -> 14.72 ms (lower in each of 5 rounds), 16 rows
+ * 9.09 / 9.03, 1 row 4.14 / 4.19; bfloat16 1 / 16 / 32 rows 9.67 / 13.54 / 19.96 -> 9.45 / 12.88 /
+ * 19.08 (8 of 9 pairs lower); a later run of 2 rounds of both dtypes was mixed (one round lower in
+ * every case, the other higher in int8), so the gain is a few per cent at most. T1 for every pass
+ * made a bfloat16 prompt of 512 tokens (8 passes) 120-124 -> 138-143 ms; with T0 there, 126-129
+ * against 124-129 before. */
 TARGET_AMX __attribute__((always_inline)) static inline void prefetch_next(const char *p, int one_pass) {
     if (one_pass)
         _mm_prefetch(p, _MM_HINT_T1);
