@@ -1,11 +1,15 @@
 """Ctrl-C while a command starts: held until its imports are done, then a clean exit.
 
-An interrupt that lands inside an import can surface as an ImportError (a C extension whose own
-import of another module fails with the interrupt pending, as numpy's does), which the
-``except ImportError`` of some optional dependency then swallows: the command went on as if
-nothing had happened (``fastgpt serve`` started serving after a Ctrl-C 50 ms into its start), or
-printed two tracebacks. Held, the interrupt is raised once the imports are done, where
+An interrupt that lands inside an import printed a KeyboardInterrupt traceback, or surfaced as an
+ImportError (a C extension whose own import of another module fails with the interrupt pending,
+as numpy's does: "PyCapsule_Import could not import module datetime", two tracebacks), which the
+``except ImportError`` around an optional dependency would swallow, the command going on as if
+nothing had happened. Held, the interrupt is raised once the imports are done, where
 ``fastgpt``'s entry point turns it into exit status 130 without a traceback.
+
+(A process that a non-interactive shell starts in the background inherits SIGINT ignored; Python
+then installs no handler, and neither does this: such a process only stops on SIGINT once a
+server's own handler is in place.)
 """
 
 from __future__ import annotations
