@@ -9,14 +9,13 @@
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["CacheBusyError", "CacheError", "GPT2Config", "GenerationConfig", "GenerationResult", "Generator", "KVCache",
-           "Model", "Tokenizer", "show_config", "__version__"]
 
 # Where each public name lives. They load on first use (PEP 562), so that importing a submodule
 # (the command's entry point, fastgpt.__main__) does not load numpy and the kernels first.
 _LAZY = {"GPT2Config": ".config", "GenerationConfig": ".generate", "GenerationResult": ".generate",
          "Generator": ".generate", "CacheBusyError": ".kv_cache", "CacheError": ".kv_cache", "KVCache": ".kv_cache",
          "Model": ".model", "Tokenizer": ".tokenizer"}
+__all__ = sorted(_LAZY) + ["show_config", "__version__"]
 
 
 def __getattr__(name: str):

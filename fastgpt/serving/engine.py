@@ -470,7 +470,7 @@ class Engine:
         pieces = self._prompt_pieces(self._step_limit() - len(slots))
         if slots or pieces:
             self._run(slots, pieces)
-        return sum(prefill.rows.shape[0] * size for prefill, size in pieces)
+        return _prompt_tokens(pieces)
 
     def _run(self, slots: list[_Slot], pieces: list[tuple[_Prefill, int]]) -> None:
         """One fused call: a token for each of ``slots``, and the prompt ``pieces`` beside them;
@@ -552,7 +552,7 @@ class Engine:
             if not pieces:
                 break
             self._run([], pieces)
-            budget -= sum(prefill.rows.shape[0] * size for prefill, size in pieces)
+            budget -= _prompt_tokens(pieces)
             forced = False
         calls = 0
         for prefill in [p for p in self._prefills if not self._mixes(p)]:
@@ -685,3 +685,7 @@ class Engine:
             if not request.ended:
                 self.cancel(request)
 
+
+def _prompt_tokens(pieces: list[tuple[_Prefill, int]]) -> int:
+    """Rows x tokens of prompt pieces: what they count against a step's budget."""
+    return sum(prefill.rows.shape[0] * size for prefill, size in pieces)
